@@ -1,0 +1,1 @@
+"""The core: settings, store, data pipeline, classification and feedback services."""

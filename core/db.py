@@ -1,0 +1,64 @@
+"""Engines and units of work. SQLite by default (WAL, busy timeout), PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, create_engine
+
+from core.config import DBSettings
+
+
+def make_engine(db: DBSettings) -> Engine:
+    """An engine for ``db.url``; for SQLite the file's folder is created and pragmas are set."""
+    url = make_url(db.url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, echo=db.echo, pool_pre_ping=True)
+
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url, echo=db.echo, connect_args={"check_same_thread": False, "timeout": db.busy_timeout_ms / 1000}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(db.busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+@contextmanager
+def unit_of_work(engine: Engine) -> Iterator[Session]:
+    """A session that commits when the block ends and rolls back if it raises."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+    """Apply the Alembic migrations up to ``revision`` on ``engine``'s database."""
+    from alembic import command
+    from alembic.config import Config
+
+    import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)

@@ -1,0 +1,1 @@
+"""Classification backends behind one interface (``serving.base.Classifier``)."""
