@@ -18,7 +18,7 @@ from core.config import ServingSettings
 from core.db import unit_of_work
 from core.errors import BackendUnavailable, InvalidInput
 from core.labels import text_hash
-from core.tables import ModelVersion, Prediction, Review, Source
+from core.tables import ModelVersion, Prediction, Review, Source, saved_id
 from serving.base import BackendError, Classifier, Verdict
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,15 @@ def clean_text(text: str, index: int, max_chars: int) -> str:
     if not stripped:
         raise InvalidInput(f"{where} is empty")
     if len(stripped) > max_chars:
-        raise InvalidInput(f"{where} has {len(stripped)} characters; at most {max_chars} are allowed")
+        raise InvalidInput(
+            f"{where} has {len(stripped)} characters; at most {max_chars} are allowed"
+        )
     if "\x00" in stripped or "\ufffd" in stripped:
         raise InvalidInput(f"{where} looks like binary data, not a review")
     if all(unicodedata.category(c)[0] in "CZ" for c in stripped):
-        raise InvalidInput(f"{where} has no readable characters (only control or format characters)")
+        raise InvalidInput(
+            f"{where} has no readable characters (only control or format characters)"
+        )
     return stripped
 
 
@@ -75,7 +79,9 @@ class ClassificationService:
         """Classify and store a batch in one transaction; nothing is stored if it fails."""
         if not items:
             raise InvalidInput("no reviews given")
-        texts = [clean_text(item.text, i, self._settings.max_text_chars) for i, item in enumerate(items)]
+        texts = [
+            clean_text(item.text, i, self._settings.max_text_chars) for i, item in enumerate(items)
+        ]
         version, verdicts, fallback, latency_ms = await self._run_chain(texts)
         return await asyncio.to_thread(
             self._store, items, texts, version, verdicts, fallback, latency_ms, source, tenant
@@ -86,8 +92,10 @@ class ClassificationService:
         first = registry.active(self._engine)
         chain = [first]
         for backend in self._settings.fallbacks:
-            version = registry.latest_of_backend(self._engine, backend)
-            if version is not None and all(version.id != v.id for v in chain):
+            version = registry.latest_of_backend(
+                self._engine, backend, [v.id for v in chain if v.id]
+            )
+            if version is not None:
                 chain.append(version)
         return chain
 
@@ -103,7 +111,9 @@ class ClassificationService:
                 failures.append(f"{version.backend} (version {version.id}): {error}")
                 continue
             if len(verdicts) != len(texts):
-                failures.append(f"{version.backend}: answered {len(verdicts)} of {len(texts)} reviews")
+                failures.append(
+                    f"{version.backend}: answered {len(verdicts)} of {len(texts)} reviews"
+                )
                 continue
             return version, verdicts, position > 0, (time.perf_counter() - started) * 1000
         raise BackendUnavailable("no model could classify the reviews: " + "; ".join(failures))
@@ -125,7 +135,7 @@ class ClassificationService:
             reviews = _reviews_for(session, items, texts, source, tenant)
             predictions = [
                 Prediction(
-                    review_id=review.id,
+                    review_id=saved_id(review),
                     model_version_id=version.id,
                     backend=version.backend,
                     model_id=verdict.model_id,
@@ -140,16 +150,17 @@ class ClassificationService:
             session.flush()
             return [
                 Classified(
-                    review_id=review.id,
-                    prediction_id=prediction.id,
+                    review_id=saved_id(review),
+                    prediction_id=saved_id(prediction),
                     text=text,
                     verdict=verdict,
                     model_version_id=version.id,
                     backend=version.backend,
                     fallback=fallback,
                 )
-                for review, prediction, text, verdict in zip(reviews, predictions, texts, verdicts, strict=True)
-                if review.id is not None and prediction.id is not None
+                for review, prediction, text, verdict in zip(
+                    reviews, predictions, texts, verdicts, strict=True
+                )
             ]
 
 

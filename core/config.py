@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.env == "development":
             return self
-        bad = [name for name, value in _secrets(self) if value.strip().lower() in PLACEHOLDER_SECRETS]
+        bad = [
+            name for name, value in _secrets(self) if value.strip().lower() in PLACEHOLDER_SECRETS
+        ]
         if bad:
             raise ValueError(
                 f"placeholder secrets are refused outside development: {', '.join(bad)}; "

@@ -7,7 +7,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from core.db import unit_of_work
 from core.errors import DataError
 from core.labels import text_hash
-from core.tables import LabelEvent, LabelKind, Review, Source, Split
+from core.tables import LabelEvent, LabelKind, Review, Source, Split, saved_id
 from serving.base import Label
 from serving.prompt import training_record
 
@@ -63,15 +63,18 @@ class PreparedData:
 
 
 def fetch(source: str | None, timeout_s: float) -> RawDataset:
-    """The dataset bytes from a path or URL; by default the local copies, then the public URL."""
+    """The dataset bytes from a path or URL; by default the local copies, then the public URL.
+
+    A download must match the published sha256; a local file may be another dataset of the
+    same shape (the report says whether it is the canonical one).
+    """
     if source is None:
         for path in LOCAL_COPIES:
             if path.is_file():
                 return _read_file(path)
-        return _download(DATASET_URL, timeout_s, expected_sha256=DATASET_SHA256)
+        source = DATASET_URL
     if source.startswith(("http://", "https://")):
-        expected = DATASET_SHA256 if source == DATASET_URL else None
-        return _download(source, timeout_s, expected_sha256=expected)
+        return _download(source, timeout_s, expected_sha256=DATASET_SHA256)
     return _read_file(Path(source))
 
 
@@ -83,7 +86,7 @@ def _read_file(path: Path) -> RawDataset:
     return RawDataset(content, str(path), hashlib.sha256(content).hexdigest())
 
 
-def _download(url: str, timeout_s: float, *, expected_sha256: str | None) -> RawDataset:
+def _download(url: str, timeout_s: float, *, expected_sha256: str) -> RawDataset:
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=True) as client:
             response = client.get(url)
@@ -92,13 +95,13 @@ def _download(url: str, timeout_s: float, *, expected_sha256: str | None) -> Raw
         raise DataError(f"download of {url} failed: {error}") from error
     content = response.content
     declared = response.headers.get("content-length")
-    if declared is not None and "content-encoding" not in response.headers:
-        if int(declared) != len(content):
-            raise DataError(
-                f"download of {url} was truncated: {len(content)} of {declared} bytes arrived"
-            )
+    unencoded = "content-encoding" not in response.headers
+    if declared is not None and unencoded and int(declared) != len(content):
+        raise DataError(
+            f"download of {url} was truncated: {len(content)} of {declared} bytes arrived"
+        )
     digest = hashlib.sha256(content).hexdigest()
-    if expected_sha256 is not None and digest != expected_sha256:
+    if digest != expected_sha256:
         raise DataError(
             f"checksum mismatch for {url}: got sha256 {digest}, expected {expected_sha256} "
             "(truncated or altered download); nothing was written"
@@ -136,7 +139,8 @@ def parse(text: str) -> pd.DataFrame:
     missing = {"label", "review"} - set(frame.columns)
     if missing:
         raise DataError(
-            f"missing column(s) {', '.join(sorted(missing))}; found {', '.join(map(str, frame.columns))}"
+            f"missing column(s) {', '.join(sorted(missing))}; "
+            f"found {', '.join(map(str, frame.columns))}"
         )
     if frame.empty:
         raise DataError("the CSV has a header but no rows")
@@ -170,10 +174,14 @@ def write_jsonl(path: Path, rows: Iterable[tuple[str, Label]]) -> str:
     """Write the chat-format JSONL atomically (temp file, then rename); return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+    with tempfile.NamedTemporaryFile(
+        "wb", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as tmp:
         try:
             for review, label in rows:
-                line = (json.dumps(training_record(review, label), ensure_ascii=False) + "\n").encode()
+                line = (
+                    json.dumps(training_record(review, label), ensure_ascii=False) + "\n"
+                ).encode()
                 digest.update(line)
                 tmp.write(line)
             tmp.flush()
@@ -185,9 +193,22 @@ def write_jsonl(path: Path, rows: Iterable[tuple[str, Label]]) -> str:
     return digest.hexdigest()
 
 
-def prepare(engine: Engine, source: str | None, out_dir: Path, *, timeout_s: float = 60.0) -> PreparedData:
-    """Fetch, check, split, write train/test JSONL and import the rows; safe to run again."""
+def prepare(
+    engine: Engine,
+    source: str | None,
+    out_dir: Path,
+    *,
+    timeout_s: float = 60.0,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> PreparedData:
+    """Fetch, check, split, write train/test JSONL and import the rows; safe to run again.
+
+    Everything is checked before anything is written; each file is replaced atomically and
+    the import is one transaction.
+    """
+    on_step("reading the dataset")
     raw = fetch(source, timeout_s)
+    on_step("checking and splitting")
     text, encoding = decode(raw.content)
     train, test = split(parse(text))
     train_rows, train_empty = usable_rows(train)
@@ -205,11 +226,15 @@ def prepare(engine: Engine, source: str | None, out_dir: Path, *, timeout_s: flo
         test=len(test_rows),
         skipped_empty=sorted(train_empty + test_empty),
     )
+    on_step("writing train.jsonl and test.jsonl")
     for name, rows in (("train", train_rows), ("test", test_rows)):
         path = out_dir / f"{name}.jsonl"
         report.files[str(path)] = write_jsonl(path, ((r, label) for _, r, label in rows))
+    on_step("importing into the store")
     with unit_of_work(engine) as session:
-        report.imported = _import(session, [(Split.TRAIN, r) for r in train_rows] + [(Split.TEST, r) for r in test_rows])
+        report.imported = _import(
+            session, [(Split.TRAIN, r) for r in train_rows] + [(Split.TEST, r) for r in test_rows]
+        )
     return report
 
 
@@ -220,14 +245,19 @@ def _import(session: Session, rows: list[tuple[Split, tuple[int, str, Label]]]) 
     )
     new = [(part, row) for part, row in rows if _external_id(row[0]) not in known]
     reviews = [
-        Review(text=review, text_hash=text_hash(review), source=Source.DATASET, external_id=_external_id(index))
+        Review(
+            text=review,
+            text_hash=text_hash(review),
+            source=Source.DATASET,
+            external_id=_external_id(index),
+        )
         for _, (index, review, _) in new
     ]
     session.add_all(reviews)
     session.flush()
     session.add_all(
         LabelEvent(
-            review_id=review.id,
+            review_id=saved_id(review),
             label=int(label),
             actor=DATASET_ACTOR,
             channel=Source.DATASET,
@@ -253,5 +283,7 @@ def load_split(engine: Engine, part: Split) -> tuple[list[str], list[Label]]:
             .order_by(col(Review.id))
         ).all()
     if not rows:
-        raise DataError(f"the {part.value} split is not in the store yet: run `waimai data prepare`")
+        raise DataError(
+            f"the {part.value} split is not in the store yet: run `waimai data prepare`"
+        )
     return [text for text, _ in rows], [Label(label) for _, label in rows]

@@ -23,7 +23,9 @@ def make_engine(db: DBSettings) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        url, echo=db.echo, connect_args={"check_same_thread": False, "timeout": db.busy_timeout_ms / 1000}
+        url,
+        echo=db.echo,
+        connect_args={"check_same_thread": False, "timeout": db.busy_timeout_ms / 1000},
     )
 
     @event.listens_for(engine, "connect")

@@ -7,7 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 from serving.base import Classifier, Label, Verdict
 
@@ -60,7 +65,9 @@ def metrics(truth: Sequence[Label], verdicts: Sequence[Verdict]) -> dict[str, An
     }
 
 
-def expected_calibration_error(y_true: np.ndarray[Any, Any], verdicts: Sequence[Verdict]) -> float | None:
+def expected_calibration_error(
+    y_true: np.ndarray[Any, Any], verdicts: Sequence[Verdict]
+) -> float | None:
     """Mean |confidence − accuracy| over equal-width confidence bins, weighted by bin size."""
     if not verdicts or any(v.confidence is None for v in verdicts):
         return None

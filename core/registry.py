@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Engine
@@ -34,7 +35,7 @@ def register(
 def record_metrics(
     engine: Engine, version_id: int, metrics: dict[str, Any], *, activate_if_none: bool = False
 ) -> ModelVersion:
-    """Store a candidate's holdout metrics; with ``activate_if_none`` it becomes active if nothing is."""
+    """Store a version's holdout metrics; ``activate_if_none`` activates it if nothing is active."""
     with unit_of_work(engine) as session:
         version = session.get(ModelVersion, version_id, with_for_update=True)
         if version is None:
@@ -69,14 +70,22 @@ def active(engine: Engine) -> ModelVersion:
     return version
 
 
-def latest_of_backend(engine: Engine, backend: str) -> ModelVersion | None:
-    """The newest version of ``backend`` that has served (active or retired): the fallback."""
+def has_active(engine: Engine) -> bool:
+    with Session(engine) as session:
+        return _active(session) is not None
+
+
+def latest_of_backend(
+    engine: Engine, backend: str, exclude: Collection[int] = ()
+) -> ModelVersion | None:
+    """The most recently promoted version of ``backend`` not in ``exclude``: a fallback."""
     with Session(engine) as session:
         return session.exec(
             select(ModelVersion)
             .where(
                 ModelVersion.backend == backend,
                 col(ModelVersion.status).in_([ModelStatus.ACTIVE, ModelStatus.RETIRED]),
+                col(ModelVersion.id).not_in(exclude),
             )
             .order_by(col(ModelVersion.promoted_at).desc(), col(ModelVersion.id).desc())
         ).first()
@@ -120,4 +129,6 @@ def rollback(engine: Engine) -> ModelVersion:
 
 
 def _active(session: Session) -> ModelVersion | None:
-    return session.exec(select(ModelVersion).where(ModelVersion.status == ModelStatus.ACTIVE)).first()
+    return session.exec(
+        select(ModelVersion).where(ModelVersion.status == ModelStatus.ACTIVE)
+    ).first()

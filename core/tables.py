@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, Column, DateTime, Index, String, Text, text
 from sqlmodel import Field, SQLModel
@@ -16,6 +16,17 @@ def utcnow() -> datetime:
 
 def _timestamp(**kwargs: Any) -> Any:
     return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
+
+
+class _HasId(Protocol):
+    id: int | None
+
+
+def saved_id(row: _HasId) -> int:
+    """The primary key of a row that has been flushed."""
+    if row.id is None:
+        raise RuntimeError(f"{type(row).__name__} has no id until it is flushed")
+    return row.id
 
 
 class Source(StrEnum):

@@ -43,7 +43,11 @@ def training_set(engine: Engine) -> TrainingSet:
             .where(col(LabelEvent.revoked_at).is_(None))
             .order_by(col(LabelEvent.created_at), col(LabelEvent.id))
         ).all()
-    holdout = {normalize_text(t) for t, _, kind, part in rows if kind == LabelKind.IMPORT and part == Split.TEST}
+    holdout = {
+        normalize_text(t)
+        for t, _, kind, part in rows
+        if kind == LabelKind.IMPORT and part == Split.TEST
+    }
     dataset: dict[str, tuple[str, Label]] = {}
     human: dict[str, tuple[str, Label]] = {}
     excluded = set()

@@ -12,14 +12,13 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 
 from serving.base import BackendError, Label, Verdict
 
@@ -53,6 +52,55 @@ def char_ngrams(texts: Sequence[str], ngram_max: int) -> tuple[npt.NDArray[np.in
     return np.concatenate(docs), np.concatenate(hashes)
 
 
+class HashIndex:
+    """Maps known 64-bit hashes to their position in a vocabulary: an open-addressing table.
+
+    Lookups are a few vectorized probes into a table 4× the vocabulary, several times faster
+    than a binary search over it for a batch of random hashes.
+    """
+
+    _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, vocabulary: Hashes) -> None:
+        bits = max(4, int(np.ceil(np.log2(max(len(vocabulary), 1) * 4))))
+        self._shift = np.uint64(64 - bits)
+        self._keys = np.zeros(1 << bits, dtype=np.uint64)
+        self._positions = np.full(1 << bits, -1, dtype=np.int64)
+        self._mask = (1 << bits) - 1
+        pending = np.arange(len(vocabulary))
+        slots = self._slots(vocabulary)
+        self._max_probes = 0
+        while len(pending):
+            self._max_probes += 1
+            free = self._positions[slots] < 0
+            claim_slots, first = np.unique(slots[free], return_index=True)
+            claimed = pending[free][first]
+            self._keys[claim_slots] = vocabulary[claimed]
+            self._positions[claim_slots] = claimed
+            waiting = np.ones(len(pending), dtype=bool)
+            waiting[np.flatnonzero(free)[first]] = False
+            pending = pending[waiting]
+            slots = (slots[waiting] + 1) & self._mask
+
+    def _slots(self, hashes: Hashes) -> npt.NDArray[np.int64]:
+        return ((hashes * self._GOLDEN) >> self._shift).astype(np.int64)
+
+    def lookup(self, hashes: Hashes) -> npt.NDArray[np.int64]:
+        """The vocabulary position of each hash, or -1 where it is unknown."""
+        found = np.full(len(hashes), -1, dtype=np.int64)
+        todo = np.arange(len(hashes))
+        slots = self._slots(hashes)
+        for _ in range(self._max_probes):
+            positions = self._positions[slots]
+            hit = (positions >= 0) & (self._keys[slots] == hashes[todo])
+            found[todo[hit]] = positions[hit]
+            go_on = (positions >= 0) & ~hit
+            todo, slots = todo[go_on], (slots[go_on] + 1) & self._mask
+            if not len(todo):
+                break
+        return found
+
+
 @dataclass(frozen=True)
 class CharNgramTfidf:
     """A sublinear TF-IDF over a fixed vocabulary of n-gram hashes, rows L2-normalized."""
@@ -60,6 +108,10 @@ class CharNgramTfidf:
     vocabulary: Hashes
     idf: Floats
     ngram_max: int
+    index: HashIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", HashIndex(self.vocabulary))
 
     @classmethod
     def fit(cls, texts: Sequence[str], ngram_max: int) -> CharNgramTfidf:
@@ -73,17 +125,26 @@ class CharNgramTfidf:
         return cls(vocabulary=vocabulary, idf=idf, ngram_max=ngram_max)
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        docs, hashes = char_ngrams(texts, self.ngram_max)
-        index = np.searchsorted(self.vocabulary, hashes)
-        index[index == len(self.vocabulary)] = 0
-        known = self.vocabulary[index] == hashes
-        counts = sp.csr_matrix(
-            (np.ones(int(known.sum())), (docs[known], index[known])),
-            shape=(len(texts), len(self.vocabulary)),
+        docs, features = self._known_ngrams(texts)
+        # Sorting (document, feature) keys yields the matrix in CSR order with repeats adjacent.
+        keys, counts = np.unique(docs * len(self.vocabulary) + features, return_counts=True)
+        docs, features = np.divmod(keys, len(self.vocabulary))
+        values = (1.0 + np.log(counts)) * self.idf[features]
+        norms = np.sqrt(np.bincount(docs, weights=values * values, minlength=len(texts)))
+        values /= norms[docs]
+        row_starts = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(docs, minlength=len(texts)), out=row_starts[1:])
+        return sp.csr_matrix(
+            (values, features, row_starts), shape=(len(texts), len(self.vocabulary))
         )
-        counts.sum_duplicates()
-        counts.data = (1.0 + np.log(counts.data)) * self.idf[counts.indices]
-        return normalize(counts)
+
+    def _known_ngrams(
+        self, texts: Sequence[str]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        docs, hashes = char_ngrams(texts, self.ngram_max)
+        features = self.index.lookup(hashes)
+        known = features >= 0
+        return docs[known], features[known]
 
 
 @dataclass(frozen=True)
@@ -130,7 +191,9 @@ class LinearModel:
             raise ValueError(f"{directory}: weights.npz does not match its manifest's sha256")
         with np.load(weights_path, allow_pickle=False) as arrays:
             bias, platt_a, platt_c = (float(v) for v in arrays["scalars"])
-            features = CharNgramTfidf(arrays["vocabulary"], arrays["idf"], int(manifest["ngram_max"]))
+            features = CharNgramTfidf(
+                arrays["vocabulary"], arrays["idf"], int(manifest["ngram_max"])
+            )
             model = cls(features, arrays["weights"], bias, platt_a, platt_c)
         return model, manifest
 

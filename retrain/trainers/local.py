@@ -27,7 +27,9 @@ SVM_C = 0.5
 CALIBRATION_FOLDS = 5
 
 
-def fit(texts: Sequence[str], labels: Sequence[Label], ngram_max: int, seed: int = 0) -> LinearModel:
+def fit(
+    texts: Sequence[str], labels: Sequence[Label], ngram_max: int, seed: int = 0
+) -> LinearModel:
     """Fit the features, the SVM, and a sigmoid on the SVM's out-of-fold scores."""
     y = np.array([int(label) for label in labels])
     if len(set(y)) < 2:
@@ -78,5 +80,9 @@ async def train_and_register(core: Core) -> ModelVersion:
     )
     texts, labels = await asyncio.to_thread(load_split, core.engine, Split.TEST)
     metrics = await evaluate(core.backends.for_version(version), texts, labels)
-    metrics |= {"train_seconds": round(train_seconds, 2), "examples": len(data.texts), "human_labels": data.human}
+    metrics |= {
+        "train_seconds": round(train_seconds, 2),
+        "examples": len(data.texts),
+        "human_labels": data.human,
+    }
     return registry.record_metrics(core.engine, version.id or 0, metrics, activate_if_none=True)

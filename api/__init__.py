@@ -1,0 +1,1 @@
+"""The webhook API for platforms (FastAPI)."""

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a small table of measured figures."""

@@ -1,0 +1,1 @@
+"""The merchants' Telegram bot (aiogram)."""

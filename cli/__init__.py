@@ -1,0 +1,1 @@
+"""The ``waimai`` command line: the top floor that starts and drives everything else."""
