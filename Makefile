@@ -45,7 +45,7 @@ imports: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: $(STAMP) prepare
+bench: $(STAMP)
 	$(BIN)/python -m bench.accuracy
 
 clean:
