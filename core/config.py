@@ -28,8 +28,6 @@ class DataSettings(BaseModel):
 
 
 class ServingSettings(BaseModel):
-    backend: BackendName = "local"
-    """The backend that answers first, unless an active model version names another."""
     fallbacks: list[BackendName] = ["local"]
     """Tried in order when the one before gives no usable answer."""
     max_text_chars: int = Field(default=2000, ge=1)

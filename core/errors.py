@@ -47,3 +47,9 @@ class NoActiveModel(AppError):
     """No model version is active yet (train one first)."""
 
     code = "no_active_model"
+
+
+class PermissionDenied(AppError):
+    """The caller may not do this (another merchant's review, an admin-only action)."""
+
+    code = "forbidden"

@@ -125,3 +125,17 @@ class ModelVersion(SQLModel, table=True):
     note: str = Field(default="", sa_type=Text)
     created_at: datetime = _timestamp()
     promoted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Snapshot(SQLModel, table=True):
+    """A frozen training set: what a model version was trained on, written as chat JSONL."""
+
+    __tablename__ = "snapshot"
+
+    id: int | None = Field(default=None, primary_key=True)
+    content_hash: str = Field(max_length=64, unique=True)
+    directory: str = Field(max_length=512)
+    train_sha256: str = Field(max_length=64)
+    validation_sha256: str = Field(max_length=64)
+    manifest: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _timestamp()

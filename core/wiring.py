@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from core.classification import ClassificationService
 from core.config import Settings
 from core.db import make_engine
+from core.feedback import FeedbackService
 from core.tables import ModelVersion
 from serving.base import Classifier
 from serving.local import LocalClassifier
@@ -56,3 +57,7 @@ class Core:
     @cached_property
     def classification(self) -> ClassificationService:
         return ClassificationService(self.engine, self.backends, self.settings.serving)
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        return FeedbackService(self.engine)

@@ -119,7 +119,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_label_event_split"), ["split"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("label_event", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_label_event_split"))

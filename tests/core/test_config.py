@@ -29,7 +29,7 @@ def test_a_dotenv_file_is_read(tmp_path: Path):
 def test_defaults_run_on_a_laptop():
     settings = Settings(_env_file=None)
     assert settings.db.url.startswith("sqlite:///./data/")
-    assert settings.serving.backend == "local"
+    assert settings.serving.fallbacks == ["local"]
 
 
 def test_placeholder_secrets_are_refused_outside_development():

@@ -1,0 +1,42 @@
+import json
+
+from sqlmodel import Session, func, select
+
+from core.feedback import FeedbackService
+from core.tables import Review, Snapshot, Source
+from core.wiring import Core
+from retrain.snapshot import take_snapshot
+from serving.base import Label
+
+
+def test_a_snapshot_is_written_whole_and_reused_when_nothing_changed(core: Core, tmp_path):
+    first = take_snapshot(core.engine, tmp_path / "snapshots")
+    directory = tmp_path / "snapshots" / first.content_hash[:16]
+    assert first.directory == str(directory)
+    names = sorted(p.name for p in directory.iterdir())
+    assert names == ["manifest.json", "train.jsonl", "validation.jsonl"]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["train"] + manifest["validation"] == manifest["examples"]
+    train_lines = (directory / "train.jsonl").read_text().splitlines()
+    assert len(train_lines) == manifest["train"]
+    assert json.loads(train_lines[0])["messages"][2]["content"] in {"好评", "差评"}
+    assert not [p for p in (tmp_path / "snapshots").iterdir() if p.name.startswith(".")]
+
+    again = take_snapshot(core.engine, tmp_path / "snapshots")
+    assert again.id == first.id
+    with Session(core.engine) as session:
+        assert session.exec(select(func.count()).select_from(Snapshot)).one() == 1
+
+
+def test_a_new_label_makes_a_new_snapshot(core: Core, tmp_path):
+    first = take_snapshot(core.engine, tmp_path)
+    with Session(core.engine) as session:
+        review = Review(text="全新的评论：好吃", text_hash="-", source=Source.API)
+        session.add(review)
+        session.commit()
+        review_id = review.id
+    assert review_id is not None
+    FeedbackService(core.engine).record(review_id, Label.POSITIVE, actor="m", channel=Source.API)
+    second = take_snapshot(core.engine, tmp_path)
+    assert second.content_hash != first.content_hash
+    assert second.manifest["human_labels"] == 1
