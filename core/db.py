@@ -52,7 +52,7 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+def upgrade_schema(engine: Engine, revision: str = "heads") -> None:
     """Apply the Alembic migrations up to ``revision`` on ``engine``'s database."""
     from alembic import command
     from alembic.config import Config

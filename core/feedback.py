@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from core.db import unit_of_work
 from core.errors import Conflict, NotFound, PermissionDenied
-from core.tables import LabelEvent, LabelKind, Prediction, Review, Source, utcnow
+from core.tables import (
+    Actor,
+    ActorRole,
+    LabelEvent,
+    LabelKind,
+    Prediction,
+    Review,
+    Source,
+    utcnow,
+)
 from serving.base import Label
 
 
@@ -26,15 +36,18 @@ class FeedbackService:
         channel: Source,
         tenant: str | None = None,
         prediction_id: int | None = None,
+        role: ActorRole = ActorRole.MERCHANT,
     ) -> LabelEvent:
         """Append a label for a review; it confirms or corrects the prediction it answers.
 
         ``tenant`` limits the caller to its own reviews; ``prediction_id`` names the prediction
         being answered (default: the review's latest). Earlier labels by the same actor stay;
-        the latest counts.
+        the latest counts. ``role`` is what the front door knows of the actor (admins are
+        trusted by the learning loop).
         """
         with unit_of_work(self._engine) as session:
             _own_review(session, review_id, tenant)
+            _remember_actor(session, actor, role)
             prediction = _answered_prediction(session, review_id, prediction_id)
             confirms = prediction is not None and prediction.label == int(label)
             event = LabelEvent(
@@ -79,6 +92,17 @@ class FeedbackService:
             event.revoked_at = utcnow()
             session.add(event)
             return event
+
+
+def _remember_actor(session: Session, name: str, role: ActorRole) -> None:
+    """Insert the actor, or update its role; safe when two labels of a new actor race."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    row = Actor(name=name, role=role).model_dump()
+    session.execute(
+        insert(Actor)
+        .values(row)
+        .on_conflict_do_update(index_elements=["name"], set_={"role": role})
+    )
 
 
 def _own_review(

@@ -139,3 +139,21 @@ class Snapshot(SQLModel, table=True):
     validation_sha256: str = Field(max_length=64)
     manifest: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _timestamp()
+
+
+class ActorRole(StrEnum):
+    ADMIN = "admin"
+    MERCHANT = "merchant"
+
+
+class Actor(SQLModel, table=True):
+    """Someone who labels reviews. Trust is recomputed from their labels at each resolution."""
+
+    __tablename__ = "actor"
+
+    name: str = Field(primary_key=True, max_length=128)
+    role: ActorRole = Field(default=ActorRole.MERCHANT, sa_type=String(16))
+    trust: float = 0.5
+    labels: int = 0
+    agreements: int = 0
+    updated_at: datetime = _timestamp()
