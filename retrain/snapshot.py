@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from sklearn.model_selection import train_test_split
 from sqlalchemy import Engine
@@ -16,7 +17,7 @@ from sqlmodel import Session, select
 from core.data import write_jsonl
 from core.db import unit_of_work
 from core.tables import Snapshot
-from retrain.resolve import TrainingSet, training_set
+from retrain.resolve import Resolution, training_set
 
 VALIDATION_SHARE = 0.1
 
@@ -46,7 +47,7 @@ def take_snapshot(engine: Engine, root: Path) -> Snapshot:
         return snapshot
 
 
-def _write(directory: Path, data: TrainingSet) -> dict[str, object]:
+def _write(directory: Path, data: Resolution) -> dict[str, Any]:
     """Write train/validation JSONL and the manifest into a temp folder, then rename it into place.
 
     A snapshot folder therefore either exists whole or not at all.
@@ -67,13 +68,16 @@ def _write(directory: Path, data: TrainingSet) -> dict[str, object]:
             )
             for name, idx in (("train.jsonl", train_idx), ("validation.jsonl", validation_idx))
         }
-        manifest: dict[str, object] = {
+        manifest: dict[str, Any] = {
             "content_hash": data.content_hash,
             "examples": len(data.texts),
             "train": len(train_idx),
             "validation": len(validation_idx),
             "by_label": {str(k): v for k, v in sorted(Counter(labels).items())},
             "human_labels": data.human,
+            "pending_human_labels": data.pending,
+            "held_back_by_caps": data.held_back,
+            "conflicts": data.conflicts,
             "excluded_holdout_texts": data.excluded_holdout,
             "files": files,
         }

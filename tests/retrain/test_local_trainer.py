@@ -1,12 +1,11 @@
 import asyncio
-from datetime import UTC, datetime
 
 import pytest
 from sqlmodel import Session, select
 
 from core import registry
 from core.db import unit_of_work
-from core.tables import LabelEvent, LabelKind, ModelStatus, Review, Source, Split, saved_id
+from core.tables import ActorRole, LabelEvent, ModelStatus, Review, Source, Split, saved_id
 from core.wiring import Core
 from retrain.resolve import training_set
 from retrain.trainers.local import train_and_register
@@ -36,20 +35,15 @@ def test_the_training_set_never_contains_holdout_texts(core: Core):
 
 
 def label(core: Core, text: str, value: Label, *, revoked: bool = False) -> None:
+    """An admin's label, which the learning loop trusts on its own."""
     with unit_of_work(core.engine) as session:
         review = Review(text=text, text_hash="-", source=Source.API, tenant="acme")
         session.add(review)
-        session.flush()
-        session.add(
-            LabelEvent(
-                review_id=saved_id(review),
-                label=int(value),
-                actor="merchant",
-                channel=Source.API,
-                kind=LabelKind.CORRECTION,
-                revoked_at=datetime.now(UTC) if revoked else None,
-            )
-        )
+    event = core.feedback.record(
+        saved_id(review), value, actor="boss", channel=Source.API, role=ActorRole.ADMIN
+    )
+    if revoked:
+        core.feedback.revoke(saved_id(event))
 
 
 def test_human_labels_join_and_override_and_revoked_ones_do_not(core: Core):

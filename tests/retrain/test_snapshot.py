@@ -3,7 +3,7 @@ import json
 from sqlmodel import Session, func, select
 
 from core.feedback import FeedbackService
-from core.tables import Review, Snapshot, Source
+from core.tables import ActorRole, Review, Snapshot, Source
 from core.wiring import Core
 from retrain.snapshot import take_snapshot
 from serving.base import Label
@@ -36,7 +36,9 @@ def test_a_new_label_makes_a_new_snapshot(core: Core, tmp_path):
         session.commit()
         review_id = review.id
     assert review_id is not None
-    FeedbackService(core.engine).record(review_id, Label.POSITIVE, actor="m", channel=Source.API)
+    FeedbackService(core.engine).record(
+        review_id, Label.POSITIVE, actor="boss", channel=Source.API, role=ActorRole.ADMIN
+    )
     second = take_snapshot(core.engine, tmp_path)
     assert second.content_hash != first.content_hash
     assert second.manifest["human_labels"] == 1
