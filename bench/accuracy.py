@@ -26,8 +26,9 @@ from core.data import load_split, prepare
 from core.db import upgrade_schema
 from core.tables import Split
 from core.wiring import Core
+from retrain.cycle import run_cycle
 from retrain.resolve import training_set
-from retrain.trainers.local import fit, train_and_register
+from retrain.trainers.local import fit
 from serving.local import LocalClassifier
 
 BATCH = 1000
@@ -56,7 +57,8 @@ def main() -> None:
     core = Core(settings)
     upgrade_schema(core.engine)
     prepare(core.engine, settings.data.source, settings.data.dir)
-    version = asyncio.run(train_and_register(core))
+    version = asyncio.run(run_cycle(core, "local")).version
+    assert version is not None
     metrics = version.metrics
 
     data = training_set(core.engine)

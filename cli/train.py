@@ -10,7 +10,7 @@ import typer
 from cli.context import console, errors, friendly_errors, get_core
 from cli.models import describe
 from core import registry
-from retrain.trainers import local
+from retrain.cycle import run_cycle
 
 app = typer.Typer(help="Train a new model version.", no_args_is_help=True)
 
@@ -27,6 +27,8 @@ def train_local(
     if if_none_active and registry.has_active(core.engine):
         console.print("a model is already active; nothing to train")
         return
-    with errors.status("training the local model and evaluating it on the holdout"):
-        version = asyncio.run(local.train_and_register(core))
-    console.print(describe(version))
+    with errors.status("training the local model and comparing it with the active one"):
+        result = asyncio.run(run_cycle(core, "local", force=True))
+    if result.version is not None:
+        console.print(describe(result.version))
+    console.print(f"{result.outcome}: {result.detail}")

@@ -39,6 +39,30 @@ class LocalModelSettings(BaseModel):
     ngram_max: int = Field(default=4, ge=1, le=6)
 
 
+class RetrainSettings(BaseModel):
+    """The learning loop: when it runs, which labels it trusts, when a new model wins."""
+
+    backend: BackendName = "local"
+    """Which trainer the scheduled retrain uses."""
+    cron: str = "0 3 * * *"
+    timezone: str = "Asia/Shanghai"
+    label_threshold: int = Field(default=200, ge=1)
+    """A retrain also starts once this many human labels arrived since the active model."""
+    check_every_minutes: float = Field(default=5.0, gt=0)
+    leader_retry_s: float = Field(default=15.0, gt=0)
+    """How often a worker that is not the leader tries to become it."""
+    quorum: int = Field(default=2, ge=1)
+    trusted_at: float = Field(default=0.8, ge=0, le=1)
+    """A merchant whose labels agree this often (smoothed) is trusted on their own."""
+    daily_cap: int = Field(default=500, ge=1)
+    burst_limit: int = Field(default=100, ge=1)
+    """More corrections than this from one actor in a day are held back as a burst."""
+    margin: float = Field(default=0.005, ge=0)
+    """A candidate may be at most this much less accurate than the active model."""
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    """Significance level of the McNemar test that a candidate is worse."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -53,6 +77,7 @@ class Settings(BaseSettings):
     data: DataSettings = DataSettings()
     serving: ServingSettings = ServingSettings()
     local: LocalModelSettings = LocalModelSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

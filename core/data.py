@@ -115,14 +115,14 @@ def decode(content: bytes) -> tuple[str, str]:
         raise DataError("the file is empty")
     if b"\x00" in content:
         raise DataError("the file looks binary (it contains NUL bytes), not a CSV of reviews")
-    if content.startswith(b"\xef\xbb\xbf"):
-        return content[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+    bom = content.startswith(b"\xef\xbb\xbf")
+    body = content[3:] if bom else content
     try:
-        return content.decode("utf-8"), "utf-8"
+        return body.decode("utf-8"), "utf-8-sig" if bom else "utf-8"
     except UnicodeDecodeError:
         pass
     try:
-        return content.decode("gb18030"), "gbk"
+        return body.decode("gb18030"), "gbk"
     except UnicodeDecodeError as error:
         raise DataError(
             f"the file is neither UTF-8 nor GBK (undecodable byte at offset {error.start}); "
@@ -226,6 +226,7 @@ def prepare(
         test=len(test_rows),
         skipped_empty=sorted(train_empty + test_empty),
     )
+    _refuse_another_dataset(engine, train_rows + test_rows)
     on_step("writing train.jsonl and test.jsonl")
     for name, rows in (("train", train_rows), ("test", test_rows)):
         path = out_dir / f"{name}.jsonl"
@@ -236,6 +237,22 @@ def prepare(
             session, [(Split.TRAIN, r) for r in train_rows] + [(Split.TEST, r) for r in test_rows]
         )
     return report
+
+
+def _refuse_another_dataset(engine: Engine, rows: list[tuple[int, str, Label]]) -> None:
+    """Refuse a file whose rows differ from the dataset rows already in the store."""
+    with Session(engine) as session:
+        stored = dict(
+            session.exec(
+                select(Review.external_id, Review.text).where(Review.source == Source.DATASET)
+            ).all()
+        )
+    different = [i for i, text, _ in rows if stored.get(_external_id(i), text) != text]
+    if different:
+        raise DataError(
+            f"the store already holds a different dataset ({len(different)} rows differ, "
+            f"e.g. line {different[0] + 2}); use a fresh database (DB__URL) for another dataset"
+        )
 
 
 def _import(session: Session, rows: list[tuple[Split, tuple[int, str, Label]]]) -> int:

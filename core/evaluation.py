@@ -19,6 +19,23 @@ from serving.base import Classifier, Label, Verdict
 ECE_BINS = 10
 
 
+async def classify_all(
+    classifier: Classifier,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> list[Verdict]:
+    """Every text's verdict, in batches; raises BackendError as the classifier does."""
+    verdicts: list[Verdict] = []
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start : start + batch_size]
+        verdicts.extend(await classifier.classify(batch))
+        if progress is not None:
+            progress(len(batch))
+    return verdicts
+
+
 async def evaluate(
     classifier: Classifier,
     texts: Sequence[str],
@@ -29,12 +46,7 @@ async def evaluate(
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall, confusion matrix and calibration error."""
     started = time.perf_counter()
-    verdicts: list[Verdict] = []
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start : start + batch_size]
-        verdicts.extend(await classifier.classify(batch))
-        if progress is not None:
-            progress(len(batch))
+    verdicts = await classify_all(classifier, texts, batch_size=batch_size, progress=progress)
     return metrics(labels, verdicts) | {"seconds": round(time.perf_counter() - started, 3)}
 
 

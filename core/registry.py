@@ -71,8 +71,30 @@ def active(engine: Engine) -> ModelVersion:
 
 
 def has_active(engine: Engine) -> bool:
+    return active_or_none(engine) is not None
+
+
+def active_or_none(engine: Engine) -> ModelVersion | None:
     with Session(engine) as session:
-        return _active(session) is not None
+        return _active(session)
+
+
+def decide(
+    engine: Engine, version_id: int, promote_it: bool, reason: str, metrics: dict[str, Any]
+) -> ModelVersion:
+    """Record the gate's verdict on a candidate: promote it, or reject it, with the reason."""
+    with unit_of_work(engine) as session:
+        version = session.get(ModelVersion, version_id, with_for_update=True)
+        if version is None:
+            raise NotFound(f"model version {version_id} does not exist")
+        if version.status != ModelStatus.CANDIDATE:
+            raise Conflict(f"model version {version_id} is {version.status}, not a candidate")
+        version.metrics = metrics
+        version.note = reason
+        if not promote_it:
+            version.status = ModelStatus.REJECTED
+        session.add(version)
+    return promote(engine, version_id, note=reason) if promote_it else version
 
 
 def latest_of_backend(

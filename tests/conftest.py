@@ -16,7 +16,7 @@ from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
 from core.data import prepare
 from core.db import make_engine, upgrade_schema
 from core.wiring import Core
-from retrain.trainers.local import train_and_register
+from retrain.cycle import run_cycle
 
 REPO = Path(__file__).resolve().parent.parent
 DATASET = REPO.parent / "shared" / "data" / "waimai_10k.csv"
@@ -91,7 +91,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     core = Core(make_settings(root))
     upgrade_schema(core.engine)
     prepare(core.engine, str(DATASET), root / "data")
-    asyncio.run(train_and_register(core))
+    assert asyncio.run(run_cycle(core, "local")).outcome == "promoted"
     core.engine.dispose()
     return root
 

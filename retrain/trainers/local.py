@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,12 +15,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.svm import LinearSVC
 
 from core import registry
-from core.config import Settings
-from core.data import load_split
-from core.evaluation import evaluate
-from core.tables import ModelVersion, Split
+from core.tables import ModelVersion, Snapshot
 from core.wiring import Core
-from retrain.resolve import training_set
 from serving.base import Label
 from serving.local import CharNgramTfidf, LinearModel
 
@@ -53,36 +50,36 @@ def new_version_name(snapshot: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{snapshot[:8]}"
 
 
-async def train_and_register(core: Core) -> ModelVersion:
-    """Train on the current training set, save a new artifact, evaluate it, register it.
+def read_snapshot(snapshot: Snapshot) -> tuple[list[str], list[Label]]:
+    """All examples of a snapshot (train and validation: calibration uses its own folds)."""
+    texts, labels = [], []
+    for name in ("train.jsonl", "validation.jsonl"):
+        with (Path(snapshot.directory) / name).open(encoding="utf-8") as lines:
+            for line in lines:
+                _, user, assistant = json.loads(line)["messages"]
+                texts.append(user["content"])
+                labels.append(Label.from_zh(assistant["content"]))
+    return texts, labels
 
-    The first model ever trained becomes active; later ones stay candidates for the gate.
-    """
-    settings: Settings = core.settings
-    data = await asyncio.to_thread(training_set, core.engine)
+
+async def train(core: Core, snapshot: Snapshot) -> ModelVersion:
+    """Train on a snapshot, save the artifact in a new folder, register it as a candidate."""
+    texts, labels = await asyncio.to_thread(read_snapshot, snapshot)
     started = time.perf_counter()
-    model = await asyncio.to_thread(fit, data.texts, data.labels, settings.local.ngram_max)
-    train_seconds = time.perf_counter() - started
-
-    name = new_version_name(data.content_hash)
-    directory: Path = settings.local.dir / name
-    model.save(
-        directory,
-        {"snapshot": data.content_hash, "examples": len(data.texts), "human_labels": data.human},
+    model = await asyncio.to_thread(fit, texts, labels, core.settings.local.ngram_max)
+    seconds = time.perf_counter() - started
+    name = new_version_name(snapshot.content_hash)
+    await asyncio.to_thread(
+        model.save,
+        core.settings.local.dir / name,
+        {"snapshot": snapshot.content_hash, "examples": len(texts)},
     )
-    version = registry.register(
+    return await asyncio.to_thread(
+        registry.register,
         core.engine,
         backend="local",
         model_ref=name,
-        metrics={},
-        snapshot=data.content_hash,
-        note=f"trained on {len(data.texts)} examples ({data.human} human) in {train_seconds:.1f}s",
+        metrics={"train_seconds": round(seconds, 2), "examples": len(texts)},
+        snapshot=snapshot.content_hash,
+        note=f"trained on {len(texts)} examples in {seconds:.1f}s",
     )
-    texts, labels = await asyncio.to_thread(load_split, core.engine, Split.TEST)
-    metrics = await evaluate(core.backends.for_version(version), texts, labels)
-    metrics |= {
-        "train_seconds": round(train_seconds, 2),
-        "examples": len(data.texts),
-        "human_labels": data.human,
-    }
-    return registry.record_metrics(core.engine, version.id or 0, metrics, activate_if_none=True)

@@ -85,7 +85,7 @@ def test_stats_count_reviews_corrections_and_versions(core: Core, stored):
 
 def test_the_queue_is_unlabelled_reviews_least_confident_first(core: Core, stored):
     queue = reviews.least_confident(core.engine, tenant="acme", limit=10)
-    confidences = [r.prediction.confidence for r in queue if r.prediction]
+    confidences = [r.prediction.confidence or 0.0 for r in queue if r.prediction]
     assert confidences == sorted(confidences)
     assert len(queue) == 4
     core.feedback.record(queue[0].review.id or 0, Label.POSITIVE, actor="m", channel=Source.API)

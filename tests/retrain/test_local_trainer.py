@@ -7,8 +7,8 @@ from core import registry
 from core.db import unit_of_work
 from core.tables import ActorRole, LabelEvent, ModelStatus, Review, Source, Split, saved_id
 from core.wiring import Core
+from retrain.cycle import run_cycle
 from retrain.resolve import training_set
-from retrain.trainers.local import train_and_register
 from serving.base import Label
 
 
@@ -74,10 +74,12 @@ def test_a_holdout_text_labelled_by_a_human_stays_out(core: Core):
 
 
 @pytest.mark.slow
-def test_a_second_model_is_a_candidate_in_a_new_folder(core: Core):
+def test_a_second_model_is_written_to_a_new_folder_and_gated(core: Core):
     first = registry.active(core.engine)
-    second = asyncio.run(train_and_register(core))
-    assert second.status == ModelStatus.CANDIDATE
+    result = asyncio.run(run_cycle(core, "local", force=True))
+    second = result.version
+    assert second is not None
+    assert second.status == ModelStatus.ACTIVE, "the same data gives a model as good: promoted"
     assert second.model_ref != first.model_ref
     assert (core.settings.local.dir / second.model_ref / "manifest.json").is_file()
     assert (core.settings.local.dir / first.model_ref / "manifest.json").is_file()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from sqlmodel import Session, func, select
 
@@ -11,8 +12,8 @@ from serving.base import Label
 
 def test_a_snapshot_is_written_whole_and_reused_when_nothing_changed(core: Core, tmp_path):
     first = take_snapshot(core.engine, tmp_path / "snapshots")
-    directory = tmp_path / "snapshots" / first.content_hash[:16]
-    assert first.directory == str(directory)
+    directory = Path(first.directory)
+    assert directory.name == first.content_hash[:16]
     names = sorted(p.name for p in directory.iterdir())
     assert names == ["manifest.json", "train.jsonl", "validation.jsonl"]
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -20,7 +21,7 @@ def test_a_snapshot_is_written_whole_and_reused_when_nothing_changed(core: Core,
     train_lines = (directory / "train.jsonl").read_text().splitlines()
     assert len(train_lines) == manifest["train"]
     assert json.loads(train_lines[0])["messages"][2]["content"] in {"好评", "差评"}
-    assert not [p for p in (tmp_path / "snapshots").iterdir() if p.name.startswith(".")]
+    assert not [p for p in directory.parent.iterdir() if p.name.startswith(".")]
 
     again = take_snapshot(core.engine, tmp_path / "snapshots")
     assert again.id == first.id

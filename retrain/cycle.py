@@ -1,0 +1,59 @@
+"""One turn of the loop: snapshot → train → gate → promote or reject → tell the admins."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from core import registry
+from core.tables import ModelVersion
+from core.wiring import Core
+from retrain import gate
+from retrain.gate import Decision
+from retrain.snapshot import take_snapshot
+from retrain.trainers import local
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    outcome: str
+    """skipped | promoted | rejected | candidate"""
+    detail: str
+    snapshot: str
+    version: ModelVersion | None = None
+    decision: Decision | None = None
+    seconds: float = 0.0
+
+
+async def run_cycle(core: Core, backend: str | None = None, *, force: bool = False) -> CycleResult:
+    """Retrain with ``backend`` (default: the setting) unless the data has not changed."""
+    backend = backend or core.settings.retrain.backend
+    started = time.perf_counter()
+    snapshot = await asyncio.to_thread(
+        take_snapshot, core.engine, core.settings.data.dir / "snapshots"
+    )
+    active = await asyncio.to_thread(registry.active_or_none, core.engine)
+    if not force and active is not None and active.snapshot == snapshot.content_hash:
+        return CycleResult(
+            "skipped", "the active model was trained on this very data", snapshot.content_hash
+        )
+
+    if backend != "local":
+        raise ValueError(f"no trainer for backend {backend!r}")
+    candidate = await local.train(core, snapshot)
+    decision = await gate.judge(core, candidate)
+    version = await asyncio.to_thread(registry.get, core.engine, candidate.id or 0)
+    outcome = {"active": "promoted", "rejected": "rejected"}.get(version.status, "candidate")
+    log.info("retrain %s: version %s %s — %s", backend, version.id, outcome, decision.reason)
+    return CycleResult(
+        outcome,
+        decision.reason,
+        snapshot.content_hash,
+        version,
+        decision,
+        time.perf_counter() - started,
+    )
