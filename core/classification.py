@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import Session, col
 
-from core import registry
+from core import recording, registry
+from core.batching import Coalescer
 from core.config import ServingSettings
 from core.db import unit_of_work
-from core.errors import BackendUnavailable, InvalidInput
-from core.labels import text_hash
-from core.tables import ModelVersion, Prediction, Review, Source, saved_id
+from core.errors import BackendUnavailable, Conflict, InvalidInput
+from core.tables import ModelStatus, ModelVersion, Source
 from serving.base import BackendError, Classifier, Verdict
 
 log = logging.getLogger(__name__)
+
+COALESCE_MAX_REVIEWS = 4096
+"""The most reviews that concurrent requests put together into one model call."""
+_ACTIVE_STAMP = sa_select(col(ModelVersion.id), col(ModelVersion.promoted_at)).where(
+    col(ModelVersion.status) == ModelStatus.ACTIVE
+)
 
 
 class VersionLoader(Protocol):
@@ -48,6 +59,27 @@ class Classified:
     fallback: bool
 
 
+StoreHook = Callable[[Session, list[Classified]], None]
+"""Runs inside the transaction that stores a request's reviews, once they are inserted."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    items: Sequence[ReviewInput]
+    texts: list[str]
+    source: Source
+    tenant: str
+    on_stored: StoreHook | None
+
+
+@dataclass(frozen=True)
+class _Run:
+    version: ModelVersion
+    verdicts: list[Verdict]
+    fallback: bool
+    latency_ms: float
+
+
 def clean_text(text: str, index: int, max_chars: int) -> str:
     """The review text stripped, or InvalidInput naming the review and what is wrong."""
     where = f"reviews[{index}].text"
@@ -72,20 +104,53 @@ class ClassificationService:
         self._engine = engine
         self._backends = backends
         self._settings = settings
+        self.backend_errors: Counter[str] = Counter()
+        """Failed model calls so far, by backend (for the metrics)."""
+        self._chain: tuple[tuple[object, ...], list[ModelVersion]] | None = None
+        self._writing = threading.Lock()
+        """One batch written at a time: on SQLite a second writer would wait in SQLite's busy
+        handler, which sleeps in steps of up to 100 ms."""
+        self._coalescer: Coalescer[_Job, list[Classified]] = Coalescer(
+            self._classify_jobs, max_weight=COALESCE_MAX_REVIEWS, weight=lambda job: len(job.texts)
+        )
 
     async def classify(
-        self, items: Sequence[ReviewInput], *, source: Source, tenant: str = ""
+        self,
+        items: Sequence[ReviewInput],
+        *,
+        source: Source,
+        tenant: str = "",
+        on_stored: StoreHook | None = None,
     ) -> list[Classified]:
-        """Classify and store a batch in one transaction; nothing is stored if it fails."""
+        """Classify and store a batch in one transaction; nothing is stored if it fails.
+
+        Concurrent calls share one model call and one transaction; if that transaction fails,
+        each call is stored in its own, so one call's failure is never another's.
+        """
         if not items:
             raise InvalidInput("no reviews given")
         texts = [
             clean_text(item.text, i, self._settings.max_text_chars) for i, item in enumerate(items)
         ]
-        version, verdicts, fallback, latency_ms = await self._run_chain(texts)
-        return await asyncio.to_thread(
-            self._store, items, texts, version, verdicts, fallback, latency_ms, source, tenant
-        )
+        return await self._coalescer.submit(_Job(items, texts, source, tenant, on_stored))
+
+    def ready(self) -> ModelVersion:
+        """The version that would answer now (the first of the chain that loads)."""
+        try:
+            chain = self.chain()
+        except SQLAlchemyError as error:
+            raise BackendUnavailable(
+                f"the store cannot be reached: {type(error).__name__}", code="store_unavailable"
+            ) from None
+        failures = []
+        for version in chain:
+            try:
+                self._backends.for_version(version)
+            except (BackendError, OSError, ValueError) as error:
+                failures.append(f"{version.backend} (version {version.id}): {error}")
+                continue
+            return version
+        raise BackendUnavailable("no model version can be loaded: " + "; ".join(failures))
 
     def chain(self) -> list[ModelVersion]:
         """The active version, then the fallbacks (the latest version of each fallback backend)."""
@@ -99,15 +164,25 @@ class ClassificationService:
                 chain.append(version)
         return chain
 
-    async def _run_chain(self, texts: list[str]) -> tuple[ModelVersion, list[Verdict], bool, float]:
+    def _current_chain(self) -> list[ModelVersion]:
+        """``chain()``, built again only when the active version (or the fallbacks) changed."""
+        with self._engine.connect() as connection:
+            active = connection.execute(_ACTIVE_STAMP).first()
+        stamp = (tuple(active or ()), tuple(self._settings.fallbacks))
+        if self._chain is None or self._chain[0] != stamp:
+            self._chain = (stamp, self.chain())
+        return self._chain[1]
+
+    async def _run_chain(self, texts: list[str]) -> _Run:
         failures = []
-        for position, version in enumerate(await asyncio.to_thread(self.chain)):
+        for position, version in enumerate(await asyncio.to_thread(self._current_chain)):
             started = time.perf_counter()
             try:
                 classifier = self._backends.for_version(version)
                 verdicts = await classifier.classify(texts)
             except (BackendError, OSError, ValueError) as error:
                 log.warning("model version %s failed: %s", version.id, error)
+                self.backend_errors[version.backend] += 1
                 failures.append(f"{version.backend} (version {version.id}): {error}")
                 continue
             if len(verdicts) != len(texts):
@@ -115,88 +190,104 @@ class ClassificationService:
                     f"{version.backend}: answered {len(verdicts)} of {len(texts)} reviews"
                 )
                 continue
-            return version, verdicts, position > 0, (time.perf_counter() - started) * 1000
+            return _Run(version, verdicts, position > 0, (time.perf_counter() - started) * 1000)
         raise BackendUnavailable("no model could classify the reviews: " + "; ".join(failures))
 
-    def _store(
-        self,
-        items: Sequence[ReviewInput],
-        texts: list[str],
-        version: ModelVersion,
-        verdicts: list[Verdict],
-        fallback: bool,
-        latency_ms: float,
-        source: Source,
-        tenant: str,
-    ) -> list[Classified]:
-        assert version.id is not None
-        per_review_ms = latency_ms / len(texts)
-        with unit_of_work(self._engine) as session:
-            reviews = _reviews_for(session, items, texts, source, tenant)
-            predictions = [
-                Prediction(
-                    review_id=saved_id(review),
-                    model_version_id=version.id,
-                    backend=version.backend,
-                    model_id=verdict.model_id,
-                    label=int(verdict.label),
-                    confidence=verdict.confidence,
-                    latency_ms=per_review_ms,
-                    fallback=fallback,
+    async def _classify_jobs(self, jobs: list[_Job]) -> list[list[Classified] | BaseException]:
+        """One model call for all the jobs (one per job if that fails), then one transaction."""
+        texts = [text for job in jobs for text in job.texts]
+        runs: list[_Run | BaseException]
+        try:
+            run = await self._run_chain(texts)
+        except BackendUnavailable as error:
+            if len(jobs) == 1:
+                return [error]
+            # One review may be what the backend chokes on: try each request on its own.
+            runs = list(
+                await asyncio.gather(
+                    *(self._run_chain(job.texts) for job in jobs), return_exceptions=True
                 )
-                for review, verdict in zip(reviews, verdicts, strict=True)
-            ]
-            session.add_all(predictions)
-            session.flush()
-            return [
+            )
+        else:
+            runs, start = [], 0
+            for job in jobs:
+                end = start + len(job.texts)
+                share_ms = run.latency_ms * len(job.texts) / len(texts)
+                runs.append(_Run(run.version, run.verdicts[start:end], run.fallback, share_ms))
+                start = end
+        ready = [(job, run) for job, run in zip(jobs, runs, strict=True) if isinstance(run, _Run)]
+        stored = iter(await asyncio.to_thread(self._store_all, ready))
+        return [next(stored) if isinstance(run, _Run) else run for run in runs]
+
+    def _store_all(self, jobs: list[tuple[_Job, _Run]]) -> list[list[Classified] | BaseException]:
+        with self._writing:
+            return self._store_batch(jobs)
+
+    def _store_batch(self, jobs: list[tuple[_Job, _Run]]) -> list[list[Classified] | BaseException]:
+        if len(jobs) > 1:
+            try:
+                with unit_of_work(self._engine) as session:
+                    return list(self._store(session, jobs))
+            except Exception as error:
+                log.info(
+                    "storing %d requests together failed (%s); one by one now", len(jobs), error
+                )
+        return [self._store_alone(job, run) for job, run in jobs]
+
+    def _store_alone(self, job: _Job, run: _Run) -> list[Classified] | BaseException:
+        """In a transaction of its own; tried again once when another writer stored one of its
+        reviews (same external id) first."""
+        for attempt in (1, 2):
+            try:
+                with unit_of_work(self._engine) as session:
+                    return self._store(session, [(job, run)])[0]
+            except IntegrityError:
+                if attempt == 2:
+                    return Conflict("the reviews were being stored by another request; retry")
+            except Exception as error:
+                return error
+        raise AssertionError("unreachable")
+
+    def _store(self, session: Session, jobs: list[tuple[_Job, _Run]]) -> list[list[Classified]]:
+        """Record the jobs' reviews and predictions (one insert each for all), then run each
+        job's hook."""
+        ids = iter(
+            recording.record(
+                session,
+                [
+                    recording.Entry(
+                        item,
+                        text,
+                        job.source,
+                        job.tenant,
+                        verdict,
+                        run.version,
+                        run.fallback,
+                        run.latency_ms / len(run.verdicts),
+                    )
+                    for job, run in jobs
+                    for item, text, verdict in zip(job.items, job.texts, run.verdicts, strict=True)
+                ],
+            )
+        )
+        stored = []
+        for job, run in jobs:
+            assert run.version.id is not None
+            results = [
                 Classified(
-                    review_id=saved_id(review),
-                    prediction_id=saved_id(prediction),
+                    review_id=review_id,
+                    prediction_id=prediction_id,
                     text=text,
                     verdict=verdict,
-                    model_version_id=version.id,
-                    backend=version.backend,
-                    fallback=fallback,
+                    model_version_id=run.version.id,
+                    backend=run.version.backend,
+                    fallback=run.fallback,
                 )
-                for review, prediction, text, verdict in zip(
-                    reviews, predictions, texts, verdicts, strict=True
+                for (review_id, prediction_id), text, verdict in zip(
+                    islice(ids, len(job.texts)), job.texts, run.verdicts, strict=True
                 )
             ]
-
-
-def _reviews_for(
-    session: Session, items: Sequence[ReviewInput], texts: list[str], source: Source, tenant: str
-) -> list[Review]:
-    """A Review per item: the stored one when its external id was seen before, else a new one."""
-    external_ids = [item.external_id for item in items if item.external_id is not None]
-    known: dict[str, Review] = {}
-    if external_ids:
-        known = {
-            review.external_id: review
-            for review in session.exec(
-                select(Review).where(
-                    Review.source == source,
-                    Review.tenant == tenant,
-                    col(Review.external_id).in_(external_ids),
-                )
-            )
-            if review.external_id is not None
-        }
-    reviews = []
-    for item, text in zip(items, texts, strict=True):
-        review = known.get(item.external_id) if item.external_id is not None else None
-        if review is None:
-            review = Review(
-                text=text,
-                text_hash=text_hash(text),
-                source=source,
-                tenant=tenant,
-                merchant_id=item.merchant_id,
-                external_id=item.external_id,
-            )
-            session.add(review)
-            if item.external_id is not None:
-                known[item.external_id] = review
-        reviews.append(review)
-    session.flush()
-    return reviews
+            if job.on_stored is not None:
+                job.on_stored(session, results)
+            stored.append(results)
+        return stored

@@ -6,12 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "placeholder", "secret", "xxx"})
 
-BackendName = Literal["local"]
+BackendName = Literal["local", "zhipu", "vllm"]
 
 
 class DBSettings(BaseModel):
@@ -39,11 +39,80 @@ class LocalModelSettings(BaseModel):
     ngram_max: int = Field(default=4, ge=1, le=6)
 
 
+class ZhipuSettings(BaseModel):
+    """The Zhipu GLM cloud: inference through the zhipuai SDK and fine-tune jobs."""
+
+    api_key: SecretStr | None = None
+    """Unset: the Zhipu backend is not configured (a Zhipu model version then falls back)."""
+    base_url: str = "https://open.bigmodel.cn/api/paas/v4"
+    model: str = "glm-4-flash"
+    """What ``waimai models add zhipu`` registers when no model name is given."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_concurrency: int = Field(default=32, ge=1)
+    max_rps: float = Field(default=100.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=8.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+    finetune_base_model: str = "glm-4-flash"
+    finetune_method: Literal["lora", "full"] = "lora"
+    finetune_suffix: str = Field(default="waimai", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    n_epochs: int = Field(default=3, ge=1)
+    batch_size: int | Literal["auto"] = "auto"
+    learning_rate_multiplier: float | Literal["auto"] = "auto"
+    price_per_1k_tokens: float = Field(default=0.005, ge=0)
+    """Training price in yuan per 1,000 tokens (check Zhipu's price list for the base model)."""
+    finetune_budget: float = Field(default=20.0, ge=0)
+    """The most, in yuan, one fine-tune job may cost by its estimate; above it, none starts."""
+    poll_interval_s: float = Field(default=30.0, gt=0)
+
+
+class TelegramSettings(BaseModel):
+    """The merchants' Telegram bot."""
+
+    token: SecretStr | None = None
+    """From @BotFather; unset: the bot is off."""
+    api_base: str = "https://api.telegram.org"
+    """A self-hosted Bot API server (bigger files) or a local fake, instead of Telegram's."""
+    bot_username: str | None = None
+    """For invite links when getMe cannot be reached; unset: asked from getMe."""
+    access: Literal["open", "allowlist", "invite"] = "invite"
+    allowlist: list[int] = []
+    """Telegram user ids admitted in ``allowlist`` mode."""
+    admins: list[int] = []
+    """Telegram user ids that are always admitted and may use /model and /retrain."""
+    callback_secret: SecretStr | None = None
+    """HMAC key for inline-button data; unset: derived from the token."""
+    button_ttl_hours: float = Field(default=168.0, gt=0)
+    undo_minutes: float = Field(default=10.0, gt=0)
+    throttle_messages: int = Field(default=20, ge=1)
+    throttle_window_s: float = Field(default=60.0, gt=0)
+    max_file_mb: float = Field(default=20.0, gt=0)
+    batch_chunk_size: int = Field(default=500, ge=1)
+    progress_interval_s: float = Field(default=3.0, ge=0)
+    polling_timeout_s: int = Field(default=30, ge=0)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API for platforms (``waimai api``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    rate_limit: str = Field(default="100/second", pattern=r"^[1-9][0-9]*/(second|minute|hour)$")
+    """Requests each API key may make, e.g. ``100/second`` or ``3000/minute``."""
+    key_cache_s: float = Field(default=10.0, ge=0)
+    """How long a checked key is trusted without asking the store (a revocation made by
+    another process takes effect within this time)."""
+    bench_echo: bool = False
+    """Serve ``POST /bench/echo`` for bench/api_load.py; refused in production."""
+
+
 class RetrainSettings(BaseModel):
     """The learning loop: when it runs, which labels it trusts, when a new model wins."""
 
-    backend: BackendName = "local"
-    """Which trainer the scheduled retrain uses."""
+    backend: Literal["local", "zhipu", "lora"] = "local"
+    """Which trainer a retrain uses: the CPU model, a Zhipu fine-tune, or a LoRA for vLLM."""
     cron: str = "0 3 * * *"
     timezone: str = "Asia/Shanghai"
     label_threshold: int = Field(default=200, ge=1)
@@ -63,6 +132,40 @@ class RetrainSettings(BaseModel):
     """Significance level of the McNemar test that a candidate is worse."""
 
 
+class VllmSettings(BaseModel):
+    """A vLLM server (OpenAI-compatible) serving LoRA adapters, and the LoRA trainer."""
+
+    base_url: str = "http://127.0.0.1:8001"
+    """The server's root (the client adds ``/v1/...``)."""
+    api_key: SecretStr | None = None
+    """What the server was started with (``--api-key``); unset: none is sent."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    concurrency: int = Field(default=64, ge=1)
+    retries: int = Field(default=2, ge=0)
+    base_model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    """The base model the server runs and adapters are trained on: a hub name or a local path."""
+    adapter_dir: Path = Path("models/lora")
+    """Each adapter version is written to a new folder here."""
+    server_adapter_dir: str | None = None
+    """Where the server sees ``adapter_dir`` (e.g. a container mount); unset: the same path."""
+    lora_rank: int = 8
+    """8, 16, 32 or 64 (ranks vLLM serves); also the server's ``--max-lora-rank``."""
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    epochs: float = Field(default=1.0, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    max_seq_len: int = Field(default=512, ge=16)
+    """Training examples longer than this many tokens are skipped; also ``--max-model-len``."""
+
+    @field_validator("lora_rank")
+    @classmethod
+    def _a_rank_vllm_serves(cls, rank: int) -> int:
+        if rank not in (8, 16, 32, 64):
+            raise ValueError("the LoRA rank must be 8, 16, 32 or 64")
+        return rank
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -78,6 +181,16 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     local: LocalModelSettings = LocalModelSettings()
     retrain: RetrainSettings = RetrainSettings()
+    zhipu: ZhipuSettings = ZhipuSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    api: ApiSettings = ApiSettings()
+    vllm: VllmSettings = VllmSettings()
+
+    @model_validator(mode="after")
+    def _refuse_the_bench_echo_in_production(self) -> Settings:
+        if self.env == "production" and self.api.bench_echo:
+            raise ValueError("API__BENCH_ECHO is a benchmark aid and is refused in production")
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

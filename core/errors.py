@@ -53,3 +53,19 @@ class PermissionDenied(AppError):
     """The caller may not do this (another merchant's review, an admin-only action)."""
 
     code = "forbidden"
+
+
+class Unauthenticated(AppError):
+    """The caller did not prove who it is (no key, an unknown or revoked key, a bad signature)."""
+
+    code = "unauthenticated"
+
+
+class RateLimited(AppError):
+    """Too many requests; ``retry_after_s`` says when to try again."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Text, text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, String, Text, text
 from sqlmodel import Field, SQLModel
 
 
@@ -157,3 +157,123 @@ class Actor(SQLModel, table=True):
     labels: int = 0
     agreements: int = 0
     updated_at: datetime = _timestamp()
+
+
+class FineTuneStatus(StrEnum):
+    """Zhipu's job statuses, and ``uploading`` for a job whose files are not all sent yet."""
+
+    UPLOADING = "uploading"
+    CREATED = "created"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class FineTuneJob(SQLModel, table=True):
+    """A cloud fine-tune of one snapshot: recorded before launch, polled until it has ended.
+
+    One job per (backend, snapshot), ever: a restarted process resumes it instead of launching
+    another. ``finished_at`` is set once the outcome is recorded (and, on success, the model
+    version registered and evaluated).
+    """
+
+    __tablename__ = "finetune_job"
+    __table_args__ = (Index("uq_finetune_job_snapshot", "backend", "snapshot", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    backend: str = Field(max_length=32)
+    snapshot: str = Field(max_length=64)
+    """Content hash of the snapshot trained on; also the job's request id at the provider."""
+    base_model: str = Field(max_length=128)
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    estimated_cost: float | None = None
+    training_file_id: str | None = Field(default=None, max_length=128)
+    validation_file_id: str | None = Field(default=None, max_length=128)
+    external_id: str | None = Field(default=None, max_length=128, index=True)
+    status: FineTuneStatus = Field(default=FineTuneStatus.UPLOADING, sa_type=String(16))
+    fine_tuned_model: str | None = Field(default=None, max_length=256)
+    trained_tokens: int | None = None
+    last_event: str = Field(default="", sa_type=Text)
+    error: str | None = Field(default=None, sa_type=Text)
+    model_version_id: int | None = Field(default=None, foreign_key="model_version.id")
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+
+
+class ClientRole(StrEnum):
+    CLIENT = "client"
+    ADMIN = "admin"
+
+
+class ApiClient(SQLModel, table=True):
+    """A platform that calls the HTTP API. The key itself is never stored, only its sha256."""
+
+    __tablename__ = "api_client"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    role: ClientRole = Field(default=ClientRole.CLIENT, sa_type=String(16))
+    key_sha256: str = Field(max_length=64, unique=True)
+    webhook_secrets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    """Newest first; the older one stays valid until the next rotation, so senders can switch."""
+    created_at: datetime = _timestamp()
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """A webhook delivery already processed, and the response given to it (for retries)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("uq_webhook_delivery", "client_id", "webhook_id", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="api_client.id")
+    webhook_id: str = Field(max_length=256)
+    response: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _timestamp()
+
+
+class TelegramUser(SQLModel, table=True):
+    """A merchant or admin admitted to the Telegram bot."""
+
+    __tablename__ = "telegram_user"
+
+    telegram_id: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    role: ActorRole = Field(default=ActorRole.MERCHANT, sa_type=String(16))
+    invite_code: str | None = Field(default=None, max_length=64)
+    """The invite the user joined with (None when admitted by the open mode or the allowlist)."""
+    language: str = Field(default="", max_length=16)
+    created_at: datetime = _timestamp()
+
+
+class Invite(SQLModel, table=True):
+    """A one-use code for the bot's invite mode: a deep link t.me/<bot>?start=<code>."""
+
+    __tablename__ = "invite"
+
+    code: str = Field(primary_key=True, max_length=64)
+    created_by: str = Field(max_length=128)
+    used_by: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime = _timestamp()
+    used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class RetrainRequest(SQLModel, table=True):
+    """Someone asked for a retrain; the learning loop's scheduler consumes pending requests."""
+
+    __tablename__ = "retrain_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    requested_by: str = Field(max_length=128)
+    reason: str = Field(default="", sa_type=Text)
+    backend: str | None = Field(default=None, max_length=16)
+    """The trainer asked for; None: the RETRAIN__BACKEND setting."""
+    created_at: datetime = _timestamp(index=True)
+    handled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+    outcome: str = Field(default="", sa_type=Text)

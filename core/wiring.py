@@ -8,13 +8,21 @@ from functools import cached_property
 
 from sqlalchemy import Engine
 
+from core.batch import BatchService
 from core.classification import ClassificationService
+from core.clients import ClientService
 from core.config import Settings
 from core.db import make_engine
 from core.feedback import FeedbackService
+from core.merchants import MerchantService
+from core.notifications import Notifications
+from core.retrain_requests import RetrainRequests
 from core.tables import ModelVersion
+from core.webhooks import WebhookService
 from serving.base import Classifier
 from serving.local import LocalClassifier
+from serving.vllm import VllmClassifier
+from serving.zhipu import ZhipuClassifier
 
 
 @dataclass
@@ -32,12 +40,45 @@ class Backends:
             if classifier is None:
                 classifier = self._build(version)
                 self._loaded[version.id] = classifier
-            return classifier
+        if isinstance(classifier, ZhipuClassifier):
+            classifier.raise_if_refused()  # a refused key: unusable until its probe is due
+        return classifier
 
     def _build(self, version: ModelVersion) -> Classifier:
         if version.backend == "local":
             return LocalClassifier(self.settings.local.dir, version.model_ref)
+        if version.backend == "zhipu":
+            return self._zhipu(version.model_ref)
+        if version.backend == "vllm":
+            return self._vllm(version.model_ref)
         raise ValueError(f"model version {version.id}: unknown backend {version.backend!r}")
+
+    def _zhipu(self, model: str) -> ZhipuClassifier:
+        zhipu = self.settings.zhipu
+        return ZhipuClassifier(
+            zhipu.api_key.get_secret_value() if zhipu.api_key else "",
+            model,
+            base_url=zhipu.base_url,
+            timeout_s=zhipu.timeout_s,
+            max_concurrency=zhipu.max_concurrency,
+            max_rps=zhipu.max_rps,
+            retries=zhipu.retries,
+            backoff_initial_s=zhipu.backoff_initial_s,
+            backoff_max_s=zhipu.backoff_max_s,
+            breaker_failures=zhipu.breaker_failures,
+            breaker_reset_s=zhipu.breaker_reset_s,
+        )
+
+    def _vllm(self, adapter: str) -> VllmClassifier:
+        vllm = self.settings.vllm
+        return VllmClassifier(
+            vllm.base_url,
+            adapter,
+            api_key=vllm.api_key.get_secret_value() if vllm.api_key else None,
+            timeout_s=vllm.timeout_s,
+            concurrency=vllm.concurrency,
+            retries=vllm.retries,
+        )
 
 
 @dataclass
@@ -61,3 +102,32 @@ class Core:
     @cached_property
     def feedback(self) -> FeedbackService:
         return FeedbackService(self.engine)
+
+    @cached_property
+    def clients(self) -> ClientService:
+        return ClientService(self.engine, cache_s=self.settings.api.key_cache_s)
+
+    @cached_property
+    def webhooks(self) -> WebhookService:
+        return WebhookService(self.engine, self.classification)
+
+    @cached_property
+    def notifications(self) -> Notifications:
+        return Notifications()
+
+    @cached_property
+    def merchants(self) -> MerchantService:
+        return MerchantService(self.engine, self.settings.telegram)
+
+    @cached_property
+    def batch(self) -> BatchService:
+        return BatchService(
+            self.classification,
+            max_bytes=int(self.settings.telegram.max_file_mb * 1024 * 1024),
+            chunk_size=self.settings.telegram.batch_chunk_size,
+            max_text_chars=self.settings.serving.max_text_chars,
+        )
+
+    @cached_property
+    def retrain_requests(self) -> RetrainRequests:
+        return RetrainRequests(self.engine, self.notifications)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from core import registry
 from core.tables import ModelVersion
 from core.wiring import Core
-from retrain import gate
+from retrain import gate, promotion
 from retrain.gate import Decision
 from retrain.snapshot import take_snapshot
 from retrain.trainers import local
+from retrain.trainers.zhipu import ZhipuFineTunes
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CycleResult:
     outcome: str
-    """skipped | promoted | rejected | candidate"""
+    """skipped | launched (a remote job) | promoted | rejected | candidate"""
     detail: str
     snapshot: str
     version: ModelVersion | None = None
@@ -42,9 +43,19 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
             "skipped", "the active model was trained on this very data", snapshot.content_hash
         )
 
-    if backend != "local":
+    if backend == "zhipu":
+        job = await asyncio.to_thread(ZhipuFineTunes(core).launch, snapshot)
+        detail = f"Zhipu fine-tune job {job.id} is {job.status}; the worker polls it to the gate"
+        return CycleResult("launched", detail, snapshot.content_hash, seconds=_since(started))
+    if backend == "lora":
+        from retrain.trainers import lora  # torch and peft: imported only when training LoRA
+
+        candidate = await lora.train(core, snapshot, incremental=True)
+        await promotion.load_candidate(core, candidate)
+    elif backend == "local":
+        candidate = await local.train(core, snapshot)
+    else:
         raise ValueError(f"no trainer for backend {backend!r}")
-    candidate = await local.train(core, snapshot)
     decision = await gate.judge(core, candidate)
     version = await asyncio.to_thread(registry.get, core.engine, candidate.id or 0)
     outcome = {"active": "promoted", "rejected": "rejected"}.get(version.status, "candidate")
@@ -55,5 +66,9 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
         snapshot.content_hash,
         version,
         decision,
-        time.perf_counter() - started,
+        _since(started),
     )
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

@@ -40,6 +40,10 @@ class BackendError(Exception):
     """The backend gave no usable answer: timeout, transport error, or unparseable output."""
 
 
+class BackendConfigError(BackendError):
+    """The backend refuses us as configured (a bad API key, no balance): retrying cannot help."""
+
+
 @runtime_checkable
 class Classifier(Protocol):
     """Classifies a batch of review texts; a batch of one is the common case."""

@@ -21,6 +21,8 @@ from retrain.cycle import run_cycle
 REPO = Path(__file__).resolve().parent.parent
 DATASET = REPO.parent / "shared" / "data" / "waimai_10k.csv"
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The LoRA trainer and real-vLLM fixtures (tiny model, adapter store, server).
+pytest_plugins = ["tests.support.vllm_fixtures"]
 
 
 def make_settings(root: Path, db_url: str | None = None) -> Settings:

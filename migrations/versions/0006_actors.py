@@ -1,7 +1,7 @@
 """actors
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0005
 Create Date: 2026-11-28 01:46:09.551520
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision = "0006"
-down_revision = "0002"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,60 @@
+"""The HTTP API for platforms: ``create_app(core)`` builds it; ``waimai api`` serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.auth import RateLimit
+from api.metrics import Metrics
+from api.middleware import BodyLimit, RequestMetrics
+from api.routes import bench, classify, feedback, health, models, reviews, stats, webhooks
+from core.errors import AppError
+from core.wiring import Core
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Classifies Chinese takeaway reviews as 好评 (positive) or 差评 (negative), keeps every
+prediction, and learns from the labels you send back.
+
+Authenticate with `Authorization: Bearer <key>` (keys come from `waimai keys create`). Every
+error has the shape `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def create_app(core: Core) -> FastAPI:
+    """The app over ``core``: the caller builds the core (and disposes of it)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            version = await asyncio.to_thread(core.classification.ready)
+            log.info("model version %s (%s) loaded", version.id, version.backend)
+        except AppError as error:
+            log.warning("not ready to classify yet (%s): %s", error.code, error.message)
+        yield
+
+    app = FastAPI(
+        title="waimai review loop",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.core = core
+    app.state.metrics = Metrics(core.classification)
+    app.state.rate_limit = RateLimit(core.settings.api.rate_limit)
+    errors.install(app)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    for router in (classify, webhooks, feedback, reviews, stats, models, health):
+        app.include_router(router.router)
+    app.include_router(models.retrain_router)
+    if core.settings.api.bench_echo:
+        app.include_router(bench.router)
+    return app

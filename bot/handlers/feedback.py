@@ -1,0 +1,97 @@
+"""Button presses: confirm or correct a verdict (a label event), and undo it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from aiogram import Bot, Router
+from aiogram.types import CallbackQuery, InaccessibleMessage, InlineKeyboardMarkup, Message
+
+from bot import texts
+from bot.keyboards import ButtonSigner, LabelPress, UndoPress, label_keyboard, undo_keyboard
+from core.errors import InvalidInput
+from core.merchants import Member
+from core.tables import LabelKind, Source, saved_id
+from core.wiring import Core
+from serving.base import Label
+
+
+def router() -> Router:
+    router = Router(name="feedback")
+    router.callback_query.register(on_press)
+    return router
+
+
+async def on_press(
+    callback: CallbackQuery,
+    bot: Bot,
+    core: Core,
+    member: Member,
+    buttons: ButtonSigner,
+    lang: texts.Lang,
+) -> None:
+    message = callback.message
+    if message is None:
+        raise InvalidInput("a press without its message", code="bad_button")
+    press = buttons.verify(callback.data, message.chat.id)
+    # Admins may label and undo anyone's reviews; a merchant only their own.
+    tenant = None if member.is_admin else member.tenant
+    if isinstance(press, LabelPress):
+        event = await asyncio.to_thread(
+            core.feedback.record,
+            press.review,
+            Label(press.label),
+            actor=member.actor,
+            channel=Source.TELEGRAM,
+            tenant=tenant,
+            prediction_id=press.prediction,
+            role=member.role,
+        )
+        await callback.answer(texts.t("recorded", lang))
+        done = "confirmed" if event.kind == LabelKind.CONFIRMATION else "corrected"
+        note = texts.t(done, lang, label=texts.label_name(Label(event.label), lang))
+        markup = undo_keyboard(
+            buttons, chat_id=message.chat.id, event_id=saved_id(event), lang=lang
+        )
+        await _show(bot, message, note, markup)
+        return
+    assert isinstance(press, UndoPress)
+    event = await asyncio.to_thread(
+        core.feedback.revoke,
+        press.event,
+        actor=None if member.is_admin else member.actor,
+        tenant=tenant,
+        within=timedelta(minutes=core.settings.telegram.undo_minutes),
+    )
+    await callback.answer(texts.t("undone", lang))
+    answered = Label(event.label)
+    predicted = answered if event.kind == LabelKind.CONFIRMATION else Label(1 - answered)
+    relabel = None
+    if event.prediction_id is not None:
+        relabel = label_keyboard(
+            buttons,
+            chat_id=message.chat.id,
+            review_id=event.review_id,
+            prediction_id=event.prediction_id,
+            predicted=predicted,
+            lang=lang,
+        )
+    await _show(bot, message, None, relabel)
+
+
+async def _show(
+    bot: Bot,
+    message: Message | InaccessibleMessage,
+    note: str | None,
+    markup: InlineKeyboardMarkup | None,
+) -> None:
+    """The verdict (the text before the first blank line), the note under it, new buttons.
+    A message Telegram no longer shows us (older than 48 h) only gets its buttons swapped."""
+    if isinstance(message, Message) and message.text:
+        head = message.text.split("\n\n", 1)[0]
+        await message.edit_text(f"{head}\n\n{note}" if note else head, reply_markup=markup)
+    else:
+        await bot.edit_message_reply_markup(
+            chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup
+        )

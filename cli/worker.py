@@ -1,0 +1,65 @@
+"""``waimai worker`` (the learning loop's scheduler) and ``waimai retrain`` (one cycle)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated, Literal
+
+import typer
+
+from cli.context import console, errors, friendly_errors, get_core
+from cli.models import describe
+from core.wiring import Core
+from retrain.cycle import run_cycle
+from retrain.worker import run_worker
+
+
+@friendly_errors
+def worker_command() -> None:
+    """Run the scheduler: cron and label-count retrains, requests, fine-tune polling."""
+    core = get_core()
+    console.print(
+        f"worker: retrain on '{core.settings.retrain.cron}' ({core.settings.retrain.timezone}) "
+        f"and after {core.settings.retrain.label_threshold} new labels; Ctrl-C stops"
+    )
+    asyncio.run(_until_signal(core))
+
+
+async def _until_signal(core: Core) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_worker(core, stop)
+
+
+@friendly_errors
+def retrain_command(
+    backend: Annotated[
+        Literal["local", "zhipu", "lora"] | None,
+        typer.Option(help="Trainer [default: RETRAIN__BACKEND]"),
+    ] = None,
+    now: Annotated[bool, typer.Option("--now", help="Run here and now, not on the worker")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain even if the data is unchanged")
+    ] = False,
+) -> None:
+    """Retrain: ask the worker to (default), or run one cycle here with --now."""
+    core = get_core()
+    if not now:
+        ticket = asyncio.run(
+            core.retrain_requests.request(
+                requested_by="cli", reason="waimai retrain", backend=backend
+            )
+        )
+        state = "queued" if ticket.new else "already queued"
+        console.print(
+            f"retrain request {ticket.request.id} {state}; the worker runs it within minutes"
+        )
+        return
+    with errors.status("snapshot → train → gate"):
+        result = asyncio.run(run_cycle(core, backend, force=force))
+    if result.version is not None:
+        console.print(describe(result.version))
+    console.print(f"{result.outcome}: {result.detail} ({result.seconds:.1f} s)")

@@ -1,0 +1,137 @@
+"""``waimai models add zhipu`` and ``waimai finetune`` as a user runs them, on the fake Zhipu."""
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from core import registry
+from core.config import get_settings
+from core.wiring import Core
+from tests.fakes.zhipu_fixtures import (  # noqa: F401  (pytest fixtures)
+    fake_zhipu_fixture,
+    small_store_fixture,
+    zhipu_core_fixture,
+)
+from tests.fakes.zhipu_server import FakeZhipu, Fault
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(zhipu_core: Core, fake_zhipu: FakeZhipu, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The environment a user would set: the store, and Zhipu's key and address."""
+    settings = zhipu_core.settings
+    monkeypatch.chdir(settings.data.dir.parent)
+    for name, value in {
+        "DB__URL": settings.db.url,
+        "DATA__DIR": str(settings.data.dir),
+        "LOCAL__DIR": str(settings.local.dir),
+        "ZHIPU__API_KEY": fake_zhipu.api_key,
+        "ZHIPU__BASE_URL": fake_zhipu.base_url,
+        "ZHIPU__MAX_RPS": "1000",
+        "ZHIPU__POLL_INTERVAL_S": "0.05",
+        "ZHIPU__RETRIES": "1",
+        "ZHIPU__BACKOFF_INITIAL_S": "0.01",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def waimai(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def said(result) -> str:
+    """The output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def test_a_zhipu_model_is_added_evaluated_promoted_and_answers(env, fake_zhipu):
+    added = waimai("models", "add", "zhipu", "glm-4-flash", "--evaluate")
+    assert added.exit_code == 0, added.output
+    added_as = r"model version (\d+) \(zhipu:glm-4-flash\) is candidate; holdout accuracy"
+    version = re.search(added_as, said(added))
+    assert version, added.output
+
+    assert waimai("models", "promote", version.group(1)).exit_code == 0
+    answered = waimai("classify", "送餐太慢，菜都凉了")
+    assert said(answered).startswith("差评 (negative) ←"), answered.output
+
+    fake_zhipu.inject(Fault.error(503, "1305", count=None))
+    fell_back = waimai("classify", "送餐太慢，菜都凉了")
+    assert fell_back.exit_code == 0
+    assert "(备用模型)" in said(fell_back) and "置信度" in said(fell_back)
+
+
+def test_only_known_remote_backends_can_be_added(env):
+    refused = waimai("models", "add", "local", "x")
+    assert refused.exit_code == 1
+    assert "invalid_input" in said(refused)
+
+
+def test_finetune_launch_status_wait_and_no_second_job(env, zhipu_core, fake_zhipu):
+    launched = waimai("finetune", "zhipu", "--no-wait")
+    assert launched.exit_code == 0, launched.output
+    cost = r"[\d,]+ tokens × 3 epochs × 0\.005 yuan per 1k tokens ≈ \d+\.\d\d yuan"
+    assert re.search(cost, said(launched))
+    assert "fine-tune job 1 (ftjob-" in said(launched) and "is created" in said(launched)
+
+    listed = waimai("finetune", "status")
+    assert listed.exit_code == 0, listed.output
+    assert "ftjob-" in said(listed)
+
+    followed = waimai("finetune", "status", "--wait")
+    assert followed.exit_code == 0, followed.output
+    assert "job 1: succeeded" in said(followed)
+    assert "succeeded" in said(waimai("finetune", "status"))
+
+    (tuned,) = [v for v in registry.list_versions(zhipu_core.engine) if v.backend == "zhipu"]
+    assert tuned.model_ref.startswith("glm-4-flash:1601347751:waimai:")
+    assert (tuned.status, tuned.metrics["n"]) == ("candidate", sum(fake_zhipu.answered.values()))
+
+    again = waimai("finetune", "zhipu")
+    assert again.exit_code == 1
+    assert "never trained twice" in said(again)
+    assert len(fake_zhipu.jobs) == 1
+
+
+def test_finetune_follows_a_job_to_its_end(env, fake_zhipu):
+    fake_zhipu.train_s = 3.0  # long enough for a poll to see it running
+    followed = waimai("finetune", "zhipu")
+    assert followed.exit_code == 0, followed.output
+    assert "job 1: running" in said(followed)
+    done = r"is succeeded → glm-4-flash:\d+:waimai:\w{8}, model version \d"
+    assert re.search(done, said(followed))
+
+
+def test_finetune_cancel_by_zhipus_job_id(env, fake_zhipu):
+    fake_zhipu.train_s = 60
+    waimai("finetune", "zhipu", "--no-wait")
+    (external_id,) = fake_zhipu.jobs
+    cancelled = waimai("finetune", "cancel", external_id)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "is cancelled: cancelled by hand" in said(cancelled)
+    assert "already" in said(waimai("finetune", "cancel", "1"))
+    assert waimai("finetune", "cancel", "99").exit_code == 1
+
+
+def test_finetune_above_the_budget_is_refused(env, fake_zhipu, monkeypatch):
+    monkeypatch.setenv("ZHIPU__FINETUNE_BUDGET", "0.001")
+    get_settings.cache_clear()
+    refused = waimai("finetune", "zhipu")
+    assert refused.exit_code == 1
+    assert "over_budget" in said(refused) and "over the budget" in said(refused)
+    assert not fake_zhipu.files
+
+
+def test_finetune_without_a_key_says_so(env, monkeypatch):
+    monkeypatch.delenv("ZHIPU__API_KEY")
+    get_settings.cache_clear()
+    refused = waimai("finetune", "zhipu")
+    assert refused.exit_code == 1
+    assert "ZHIPU__API_KEY is not set" in said(refused)
