@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, func, select
 
 from core.feedback import FeedbackService
@@ -43,3 +44,32 @@ def test_a_new_label_makes_a_new_snapshot(core: Core, tmp_path):
     second = take_snapshot(core.engine, tmp_path)
     assert second.content_hash != first.content_hash
     assert second.manifest["human_labels"] == 1
+
+
+def test_an_interrupted_snapshot_leaves_nothing_used(core: Core, tmp_path, monkeypatch):
+    import retrain.snapshot as snapshot_module
+    from core.data import write_jsonl
+
+    def dies_on_validation(path, rows):
+        if path.name == "validation.jsonl":
+            raise KeyboardInterrupt("killed")
+        return write_jsonl(path, rows)
+
+    with Session(core.engine) as session:
+        for row in session.exec(select(Snapshot)).all():
+            session.delete(row)
+        session.commit()
+    monkeypatch.setattr(snapshot_module, "write_jsonl", dies_on_validation)
+    with pytest.raises(KeyboardInterrupt):
+        take_snapshot(core.engine, tmp_path / "snaps")
+    assert list((tmp_path / "snaps").iterdir()) == []
+    with Session(core.engine) as session:
+        assert session.exec(select(func.count()).select_from(Snapshot)).one() == 0
+
+    monkeypatch.undo()
+    snapshot = take_snapshot(core.engine, tmp_path / "snaps")
+    assert sorted(p.name for p in Path(snapshot.directory).iterdir()) == [
+        "manifest.json",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
