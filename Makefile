@@ -45,7 +45,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-typecheck: $(STAMP)
+typecheck: $(TRAIN_STAMP)
 	$(BIN)/mypy core serving retrain cli api bot bench tests
 
 imports: $(STAMP)
