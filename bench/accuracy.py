@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
+from bench.store import fresh_core
 from core import registry
-from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
-from core.data import load_split, prepare
-from core.db import upgrade_schema
+from core.data import load_split
 from core.tables import Split
-from core.wiring import Core
 from retrain.cycle import run_cycle
 from retrain.resolve import training_set
 from retrain.trainers.local import fit
@@ -47,16 +43,8 @@ def per_second(work: Callable[[], object], items: int) -> float:
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="waimai-bench-"))
-    settings = Settings(
-        _env_file=None,
-        db=DBSettings(url=f"sqlite:///{root / 'bench.db'}"),
-        data=DataSettings(dir=root / "data"),
-        local=LocalModelSettings(dir=root / "models"),
-    )
-    core = Core(settings)
-    upgrade_schema(core.engine)
-    prepare(core.engine, settings.data.source, settings.data.dir)
+    core = fresh_core("accuracy")
+    settings = core.settings
     version = asyncio.run(run_cycle(core, "local")).version
     assert version is not None
     metrics = version.metrics

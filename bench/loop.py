@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,10 @@ from rich.table import Table
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from bench.store import fresh_core
 from core import registry
 from core.classification import ReviewInput
-from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
-from core.data import prepare
-from core.db import unit_of_work, upgrade_schema
+from core.db import unit_of_work
 from core.tables import LabelEvent, LabelKind, Review, Source, Split, utcnow
 from core.wiring import Core
 from retrain.cycle import run_cycle
@@ -56,19 +54,6 @@ class Run:
     cycles: list[Cycle] = field(default_factory=list)
 
 
-def fresh_core(root: Path) -> Core:
-    settings = Settings(
-        _env_file=None,
-        db=DBSettings(url=f"sqlite:///{root / 'loop.db'}"),
-        data=DataSettings(dir=root / "data"),
-        local=LocalModelSettings(dir=root / "models"),
-    )
-    core = Core(settings)
-    upgrade_schema(core.engine)
-    prepare(core.engine, settings.data.source, settings.data.dir)
-    return core
-
-
 def withhold(core: Core, share: float, seed: int) -> list[tuple[str, Label]]:
     """Revoke the dataset labels of ``share`` of the train split; return those reviews."""
     with unit_of_work(core.engine) as session:
@@ -92,8 +77,7 @@ def holdout_accuracy(core: Core) -> float:
 
 
 async def simulate(name: str, p: float, every: int, adversaries: int, seed: int = 7) -> Run:
-    root = Path(tempfile.mkdtemp(prefix=f"waimai-loop-{name}-"))
-    core = fresh_core(root)
+    core = fresh_core(f"loop-{name.split()[0]}")
     stream = withhold(core, 0.8, seed)
     first = await run_cycle(core, "local")
     run = Run(name)
@@ -127,7 +111,7 @@ async def simulate(name: str, p: float, every: int, adversaries: int, seed: int 
 
 async def label_to_promotion(p: float) -> float:
     """Seconds from one admin label arriving to a promoted model trained on it (12k rows)."""
-    core = fresh_core(Path(tempfile.mkdtemp(prefix="waimai-loop-latency-")))
+    core = fresh_core("loop-latency")
     await run_cycle(core, "local")
     (result,) = await core.classification.classify(
         [ReviewInput("送来的时候汤洒了一半，但味道还可以")], source=Source.API, tenant="shop"

@@ -1,0 +1,26 @@
+"""A prepared store in a new temporary folder, for the benchmarks."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
+from core.data import prepare
+from core.db import upgrade_schema
+from core.wiring import Core
+
+
+def fresh_core(name: str) -> Core:
+    """A Core on a new SQLite store holding the canonical split (no model yet)."""
+    root = Path(tempfile.mkdtemp(prefix=f"waimai-bench-{name}-"))
+    settings = Settings(
+        _env_file=None,
+        db=DBSettings(url=f"sqlite:///{root / 'bench.db'}"),
+        data=DataSettings(dir=root / "data"),
+        local=LocalModelSettings(dir=root / "models"),
+    )
+    core = Core(settings)
+    upgrade_schema(core.engine)
+    prepare(core.engine, settings.data.source, settings.data.dir)
+    return core
