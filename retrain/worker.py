@@ -30,7 +30,6 @@ from core import registry
 from core.notifications import RetrainFinished
 from core.tables import ModelStatus
 from core.wiring import Core
-from retrain import gate
 from retrain.cycle import run_cycle
 from retrain.trainers import zhipu
 
@@ -78,12 +77,9 @@ async def poll_finetunes_job() -> None:
     for job in await zhipu.poll(core):
         if job.model_version_id is None:
             continue
-        candidate = await asyncio.to_thread(registry.get, core.engine, job.model_version_id)
-        if candidate.status != ModelStatus.CANDIDATE:
-            continue
-        decision = await gate.judge(core, candidate)
+        version = await asyncio.to_thread(registry.get, core.engine, job.model_version_id)
         await core.notifications.publish(
-            RetrainFinished(candidate.id, decision.promote, decision.reason)
+            RetrainFinished(version.id, version.status == ModelStatus.ACTIVE, version.note)
         )
 
 

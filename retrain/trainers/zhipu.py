@@ -23,9 +23,9 @@ import zhipuai
 from core import finetunes, registry
 from core.config import ZhipuSettings
 from core.errors import AppError, BackendUnavailable, Conflict
-from core.tables import FineTuneJob, FineTuneStatus, Snapshot, utcnow
+from core.tables import FineTuneJob, FineTuneStatus, ModelStatus, Snapshot, utcnow
 from core.wiring import Core
-from retrain.registration import evaluate_version
+from retrain import gate
 
 log = logging.getLogger(__name__)
 
@@ -204,19 +204,16 @@ class ZhipuFineTunes:
         return job
 
     async def finish(self, job: FineTuneJob) -> FineTuneJob:
-        """After success: evaluate the registered version (if not done yet), then close the job."""
+        """After success: the registered version goes through the promotion gate, which
+        evaluates it on the holdout once; then the job is closed."""
         if job.status != FineTuneStatus.SUCCEEDED or job.finished_at is not None:
             return job
         assert job.model_version_id is not None
         version = await asyncio.to_thread(registry.get, self._core.engine, job.model_version_id)
-        note = "evaluated on the holdout"
-        if not version.metrics:
-            try:
-                version = await evaluate_version(self._core, version)
-                note = f"holdout accuracy {version.metrics['accuracy']:.4f}"
-            except BackendUnavailable as error:
-                log.warning("%s", error.message)
-                note = error.message
+        note = f"model version {version.id} is {version.status}"
+        if version.status == ModelStatus.CANDIDATE:
+            decision = await gate.judge(self._core, version)
+            note = f"{'promoted' if decision.promote else 'not promoted'}: {decision.reason}"
         return await asyncio.to_thread(
             self._save, job, finished_at=utcnow(), last_event=f"{job.last_event}; {note}"
         )

@@ -92,7 +92,7 @@ def test_finetune_launch_status_wait_and_no_second_job(env, zhipu_core, fake_zhi
 
     (tuned,) = [v for v in registry.list_versions(zhipu_core.engine) if v.backend == "zhipu"]
     assert tuned.model_ref.startswith("glm-4-flash:1601347751:waimai:")
-    assert (tuned.status, tuned.metrics["n"]) == ("candidate", sum(fake_zhipu.answered.values()))
+    assert (tuned.status, tuned.metrics["n"]) == ("rejected", sum(fake_zhipu.answered.values()))
 
     again = waimai("finetune", "zhipu")
     assert again.exit_code == 1

@@ -87,11 +87,12 @@ async def test_a_fine_tune_goes_from_upload_to_an_evaluated_candidate(zhipu_core
     assert job.status == FineTuneStatus.SUCCEEDED
     assert job.finished_at is not None
     assert job.trained_tokens and job.trained_tokens > 0
-    assert "训练完成" in job.last_event and "holdout accuracy" in job.last_event
+    assert "训练完成" in job.last_event and "not promoted" in job.last_event
 
     version = registry.get(zhipu_core.engine, job.model_version_id or 0)
     assert (version.backend, version.model_ref) == ("zhipu", job.fine_tuned_model)
-    assert version.status == ModelStatus.CANDIDATE
+    assert version.status == ModelStatus.REJECTED, "the gate compared it with the local model"
+    assert version.metrics["gate"]["active_accuracy"] > version.metrics["accuracy"]
     assert version.snapshot == snapshot.content_hash
     assert version.metrics["n"] == len(load_split(zhipu_core.engine, Split.TEST)[0])
     assert version.metrics["accuracy"] == keyword_accuracy(zhipu_core)
