@@ -14,7 +14,7 @@ from core import finetunes
 from core.errors import AppError
 from core.tables import FineTuneJob, Snapshot
 from core.wiring import Core
-from retrain.snapshot import take_snapshot
+from retrain.snapshot import snapshot_for
 from retrain.trainers.zhipu import ZhipuFineTunes, estimate
 
 app = typer.Typer(help="Cloud fine-tune jobs: launch, follow, cancel.", no_args_is_help=True)
@@ -101,7 +101,7 @@ def _snapshot(core: Core, ref: str | None) -> Snapshot:
     if ref is not None:
         return finetunes.find_snapshot(core.engine, ref)
     with errors.status("taking a snapshot of the training data"):
-        return take_snapshot(core.engine, core.settings.data.dir / "snapshots")
+        return snapshot_for(core)
 
 
 def _printer() -> Callable[[FineTuneJob], None]:

@@ -13,9 +13,7 @@ app = typer.Typer(help="Human labels: conflicts and trust.", no_args_is_help=Tru
 
 def _resolve() -> Resolution:
     core = get_core()
-    rules = core.settings.retrain
-    policy = Policy(rules.quorum, rules.trusted_at, rules.daily_cap, rules.burst_limit)
-    return training_set(core.engine, policy)
+    return training_set(core.engine, Policy.from_settings(core.settings.retrain))
 
 
 @app.command()

@@ -16,7 +16,7 @@ from cli.models import describe
 from core.config import VllmSettings
 from core.wiring import Core
 from retrain import promotion
-from retrain.snapshot import take_snapshot
+from retrain.snapshot import snapshot_for
 from serving.base import BackendError
 
 app = typer.Typer(
@@ -95,7 +95,7 @@ def train(
     from retrain.trainers import lora  # torch and friends: only when training
 
     core = get_core()
-    snapshot = take_snapshot(core.engine, core.settings.data.dir / "snapshots")
+    snapshot = snapshot_for(core)
     with errors.status(f"training a LoRA adapter on {core.settings.vllm.base_model}"):
         version = asyncio.run(
             lora.train(core, snapshot, incremental=incremental, max_examples=max_examples)

@@ -12,7 +12,7 @@ from core.tables import ModelVersion
 from core.wiring import Core
 from retrain import gate, promotion
 from retrain.gate import Decision
-from retrain.snapshot import take_snapshot
+from retrain.snapshot import snapshot_for
 from retrain.trainers import local
 from retrain.trainers.zhipu import ZhipuFineTunes
 
@@ -34,9 +34,7 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
     """Retrain with ``backend`` (default: the setting) unless the data has not changed."""
     backend = backend or core.settings.retrain.backend
     started = time.perf_counter()
-    snapshot = await asyncio.to_thread(
-        take_snapshot, core.engine, core.settings.data.dir / "snapshots"
-    )
+    snapshot = await asyncio.to_thread(snapshot_for, core)
     active = await asyncio.to_thread(registry.active_or_none, core.engine)
     if not force and active is not None and active.snapshot == snapshot.content_hash:
         return CycleResult(

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from core.config import RetrainSettings
 from core.db import unit_of_work
 from core.labels import normalize_text
 from core.tables import Actor, ActorRole, LabelEvent, LabelKind, Prediction, Review, Split, utcnow
@@ -41,6 +42,10 @@ class Policy:
     trusted_at: float = 0.8
     daily_cap: int = 500
     burst_limit: int = 100
+
+    @classmethod
+    def from_settings(cls, rules: RetrainSettings) -> Policy:
+        return cls(rules.quorum, rules.trusted_at, rules.daily_cap, rules.burst_limit)
 
 
 @dataclass(frozen=True)

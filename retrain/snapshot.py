@@ -17,14 +17,24 @@ from sqlmodel import Session, select
 from core.data import write_jsonl
 from core.db import unit_of_work
 from core.tables import Snapshot
-from retrain.resolve import Resolution, training_set
+from core.wiring import Core
+from retrain.resolve import Policy, Resolution, training_set
 
 VALIDATION_SHARE = 0.1
 
 
-def take_snapshot(engine: Engine, root: Path) -> Snapshot:
+def snapshot_for(core: Core) -> Snapshot:
+    """The snapshot the loop trains on: the settings' label rules, under DATA__DIR/snapshots."""
+    return take_snapshot(
+        core.engine,
+        core.settings.data.dir / "snapshots",
+        Policy.from_settings(core.settings.retrain),
+    )
+
+
+def take_snapshot(engine: Engine, root: Path, policy: Policy | None = None) -> Snapshot:
     """The snapshot of the current training set; an identical one is reused, not rewritten."""
-    data = training_set(engine)
+    data = training_set(engine, policy)
     content_hash = data.content_hash
     with Session(engine) as session:
         existing = session.exec(

@@ -7,7 +7,7 @@ from sqlmodel import Session, func, select
 from core.feedback import FeedbackService
 from core.tables import ActorRole, Review, Snapshot, Source
 from core.wiring import Core
-from retrain.snapshot import take_snapshot
+from retrain.snapshot import snapshot_for, take_snapshot
 from serving.base import Label
 
 
@@ -73,3 +73,19 @@ def test_an_interrupted_snapshot_leaves_nothing_used(core: Core, tmp_path, monke
         "train.jsonl",
         "validation.jsonl",
     ]
+
+
+def test_the_loop_snapshot_follows_the_label_rules_in_the_settings(core: Core):
+    with Session(core.engine) as session:
+        review = Review(text="只有一位商家说是好评", text_hash="-", source=Source.API)
+        session.add(review)
+        session.commit()
+        review_id = review.id
+    assert review_id is not None
+    FeedbackService(core.engine).record(review_id, Label.POSITIVE, actor="m1", channel=Source.API)
+    before = snapshot_for(core)
+    assert before.manifest["human_labels"] == 0, "one untrusted merchant is below the quorum of 2"
+    core.settings.retrain.quorum = 1
+    after = snapshot_for(core)
+    assert after.manifest["human_labels"] == 1
+    assert after.content_hash != before.content_hash
