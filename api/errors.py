@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.schemas import ErrorResponse
@@ -21,6 +23,7 @@ from core.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    StoreUnavailable,
     Unauthenticated,
 )
 
@@ -36,7 +39,11 @@ STATUS: dict[type[AppError], int] = {
     RateLimited: 429,
     BackendUnavailable: 503,
     NoActiveModel: 503,
+    StoreUnavailable: 503,
 }
+STORE_OUTAGES = (OperationalError, InterfaceError, PoolTimeout)
+"""What the store raises when it cannot be reached or has no connection to give: the request
+can succeed later, unchanged."""
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -71,6 +78,19 @@ async def _app_error(_request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after_s)
     return error_response(status_of(error), error.code, error.message, headers)
+
+
+async def _store_outage(request: Request, error: Exception) -> JSONResponse:
+    cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+    log.warning(
+        "store unavailable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(error).__name__,
+        cause[0] if cause else "",
+    )
+    unavailable = StoreUnavailable("the store is not available now; try again shortly")
+    return error_response(503, unavailable.code, unavailable.message, {"Retry-After": "1"})
 
 
 async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
@@ -108,6 +128,8 @@ def _describe(problem: dict[str, Any]) -> str:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
+    for outage in STORE_OUTAGES:
+        app.add_exception_handler(outage, _store_outage)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
@@ -135,7 +157,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         404: "No such resource (or not yours).",
         409: "The request contradicts the current state.",
-        503: "No model can answer now (nothing was stored).",
+        503: "No model can answer now, or the store cannot be reached (nothing was stored).",
     }
     return {
         status: {"model": ErrorResponse, "description": described[status]} for status in statuses

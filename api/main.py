@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from api import errors
 from api.auth import RateLimit
@@ -28,8 +28,15 @@ error has the shape `{"error": {"code": "...", "message": "..."}}`.
 """
 
 
-def create_app(core: Core) -> FastAPI:
-    """The app over ``core``: the caller builds the core (and disposes of it)."""
+Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    core: Core, *, routers: Sequence[APIRouter] = (), lifespans: Sequence[Lifespan] = ()
+) -> FastAPI:
+    """The app over ``core``: the caller builds the core (and disposes of it). The composition
+    root may mount more ``routers`` (e.g. the Telegram webhook) with ``lifespans`` that are
+    entered in order after startup and left in reverse order at shutdown."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -38,7 +45,10 @@ def create_app(core: Core) -> FastAPI:
             log.info("model version %s (%s) loaded", version.id, version.backend)
         except AppError as error:
             log.warning("not ready to classify yet (%s): %s", error.code, error.message)
-        yield
+        async with AsyncExitStack() as stack:
+            for each in lifespans:
+                await stack.enter_async_context(each())
+            yield
 
     app = FastAPI(
         title="waimai review loop",
@@ -55,6 +65,8 @@ def create_app(core: Core) -> FastAPI:
     for router in (classify, webhooks, feedback, reviews, stats, models, health):
         app.include_router(router.router)
     app.include_router(models.retrain_router)
+    for extra in routers:
+        app.include_router(extra)
     if core.settings.api.bench_echo:
         app.include_router(bench.router)
     return app

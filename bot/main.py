@@ -1,4 +1,5 @@
-"""Build the bot and its dispatcher from a Core, and run it by long polling."""
+"""Build the bot and its dispatcher from a Core, and run it by long polling (webhook mode:
+bot/webhook.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from functools import partial
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramNetworkError, TelegramServerError
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 
 from bot import middlewares, texts
 from bot.handlers import routers
@@ -40,7 +46,8 @@ def create_dispatcher(core: Core) -> Dispatcher:
     dispatcher = Dispatcher(
         disable_fsm=True, core=core, buttons=ButtonSigner.from_settings(settings)
     )
-    dispatcher.update.outer_middleware(middlewares.Deduplicate())
+    if settings.mode == "polling":  # in webhook mode the database de-duplicates (bot/webhook.py)
+        dispatcher.update.outer_middleware(middlewares.Deduplicate())
     dispatcher.update.outer_middleware(middlewares.ReplyOnError(core))
     dispatcher.update.outer_middleware(
         middlewares.Throttle(settings.throttle_messages, settings.throttle_window_s)
@@ -61,6 +68,7 @@ async def run(core: Core, *, handle_signals: bool = True) -> None:
     bot = create_bot(settings)
     try:
         await wait_for_telegram(bot)
+        await _warn_if_a_webhook_is_set(bot)
     except BaseException:
         await bot.session.close()
         raise
@@ -86,6 +94,20 @@ async def wait_for_telegram(
         return
 
 
+async def _warn_if_a_webhook_is_set(bot: Bot) -> None:
+    """Telegram refuses getUpdates (409) while a webhook is set; say what to do about it."""
+    try:
+        info = await bot.get_webhook_info()
+    except TelegramAPIError:
+        return
+    if info.url:
+        log.error(
+            "a webhook is set (%s), so Telegram refuses long polling until it is removed: run "
+            "`waimai bot delete-webhook`, or set TELEGRAM__MODE=webhook and let the API serve it",
+            info.url,
+        )
+
+
 async def bot_username(settings: TelegramSettings) -> str:
     """The bot's @username: from the settings if given, else asked from getMe."""
     if settings.bot_username:
@@ -100,17 +122,29 @@ async def bot_username(settings: TelegramSettings) -> str:
     return me.username
 
 
+class TelegramUnreachable(Exception):
+    """Telegram could not be reached to tell an admin; the notice is delivered again later."""
+
+
 async def tell_admins(bot: Bot, admins: list[int], event: Event) -> None:
-    """Admins hear how a retrain ended."""
+    """Admins hear how a retrain ended. Telegram out of reach (or asking to wait too long) for
+    any admin is raised once all were tried, so that the notice comes again later (to all of
+    them); an admin Telegram refuses (the bot blocked, no such chat) is skipped."""
     if not isinstance(event, RetrainFinished):
         return
     key = "retrain_promoted" if event.promoted else "retrain_rejected"
     text = texts.t(key, "zh", id=event.candidate_version_id or "?", reason=event.reason)
+    unreached: list[int] = []
     for admin in admins:
         try:
             await bot.send_message(admin, text)
-        except Exception:
-            log.exception("could not tell admin %s that a retrain finished", admin)
+        except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as error:
+            log.warning("could not tell admin %s that a retrain finished: %s", admin, error)
+            unreached.append(admin)
+        except TelegramAPIError:
+            log.exception("Telegram refused to tell admin %s that a retrain finished", admin)
+    if unreached:
+        raise TelegramUnreachable(f"admins {unreached} were not told")
 
 
 async def _subscribe_admins(bot: Bot, core: Core, dispatcher: Dispatcher) -> None:

@@ -1,4 +1,5 @@
-"""``waimai bot``: run the merchants' Telegram bot; ``waimai bot invite``: an invite link.
+"""``waimai bot``: run the merchants' Telegram bot; ``waimai bot invite``: an invite link;
+``waimai bot set-webhook`` / ``delete-webhook``: switch Telegram to webhook mode and back.
 
 aiogram is imported by the commands that use it: it takes seconds to import, and every other
 ``waimai`` command would pay for it.
@@ -7,12 +8,16 @@ aiogram is imported by the commands that use it: it takes seconds to import, and
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.context import console, errors, friendly_errors, get_core
 from core.config import TelegramSettings
+from core.wiring import Core
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(
     help="Run the merchants' Telegram bot (long polling); `waimai bot invite` for invite links.",
@@ -23,16 +28,38 @@ BOT_OFF = (
     "TELEGRAM__TOKEN is not set, so the Telegram bot is off. Get a token from @BotFather, "
     "put TELEGRAM__TOKEN=... in .env, and run `waimai bot` again."
 )
+WEBHOOK_MODE = (
+    "TELEGRAM__MODE is webhook: Telegram posts updates to the API (POST /telegram/webhook), so "
+    "`waimai serve` or `waimai api` serves the bot, and `waimai bot` does not poll (Telegram "
+    "refuses polling while a webhook is set). To poll instead: TELEGRAM__MODE=polling and "
+    "`waimai bot delete-webhook`."
+)
 
 
 def describe(settings: TelegramSettings) -> str:
     """One line on how the bot runs, for the logs of `waimai bot` and `waimai serve`."""
     if settings.token is None:
         return "Telegram bot: off (TELEGRAM__TOKEN is not set)"
-    return (
-        f"Telegram bot: long polling {settings.api_base} "
-        f"(access: {settings.access}, {len(settings.admins)} admin(s))"
-    )
+    how = f"long polling {settings.api_base}"
+    if settings.mode == "webhook":
+        how = "webhook, served by the API at POST /telegram/webhook"
+    return f"Telegram bot: {how} (access: {settings.access}, {len(settings.admins)} admin(s))"
+
+
+def serves_webhook(settings: TelegramSettings) -> bool:
+    return settings.token is not None and settings.mode == "webhook"
+
+
+def api_app(core: Core) -> FastAPI:
+    """The API app; in webhook mode with the bot's route and lifespan mounted on it."""
+    from api.main import create_app
+
+    if not serves_webhook(core.settings.telegram):
+        return create_app(core)
+    from bot.webhook import TelegramWebhook
+
+    webhook = TelegramWebhook.create(core)
+    return create_app(core, routers=[webhook.router()], lifespans=[webhook.lifespan])
 
 
 @app.callback()
@@ -45,6 +72,9 @@ def bot(context: typer.Context) -> None:
     settings = core.settings.telegram
     if settings.token is None:
         errors.print(f"[red]error[/red]: {BOT_OFF}")
+        raise typer.Exit(2)
+    if settings.mode == "webhook":
+        errors.print(f"[red]error[/red]: {WEBHOOK_MODE}")
         raise typer.Exit(2)
     console.print(describe(settings))
     from bot.main import run
@@ -84,3 +114,74 @@ def invite(
             f"note: TELEGRAM__ACCESS is {settings.access}; invite codes matter only in invite mode"
         )
     console.print(f"https://t.me/{username}?start={created.code}", soft_wrap=True)
+
+
+@app.command("set-webhook")
+@friendly_errors
+def set_webhook(
+    url: Annotated[
+        str, typer.Argument(help="Where Telegram posts, e.g. https://example.com/telegram/webhook")
+    ],
+    drop_pending_updates: Annotated[
+        bool, typer.Option(help="Drop the updates Telegram holds for the bot")
+    ] = False,
+) -> None:
+    """Register the API's POST /telegram/webhook with Telegram (webhook mode)."""
+    core = get_core()
+    settings = core.settings.telegram
+    _needs_a_token(settings)
+    if settings.webhook_secret is None:
+        errors.print(
+            "[red]error[/red]: TELEGRAM__WEBHOOK_SECRET is not set; Telegram sends it with every "
+            "update so that the API can tell Telegram from anyone else"
+        )
+        raise typer.Exit(2)
+    from aiogram.exceptions import TelegramAPIError
+
+    from bot.webhook import set_webhook as register
+
+    try:
+        info = asyncio.run(register(core, url, drop_pending_updates=drop_pending_updates))
+    except TelegramAPIError as error:
+        errors.print(f"[red]error[/red]: Telegram refused the webhook: {error}")
+        raise typer.Exit(1) from None
+    finally:
+        core.engine.dispose()
+    allowed = ", ".join(info.allowed_updates or []) or "Telegram's default"
+    console.print(
+        f"Webhook set: {info.url} (updates: {allowed}; {info.pending_update_count} pending)",
+        soft_wrap=True,
+    )
+    if settings.mode != "webhook":
+        errors.print(
+            "note: TELEGRAM__MODE is polling; set TELEGRAM__MODE=webhook so that the API serves "
+            "the webhook (polling is refused while it is set)"
+        )
+
+
+@app.command("delete-webhook")
+@friendly_errors
+def delete_webhook(
+    drop_pending_updates: Annotated[
+        bool, typer.Option(help="Drop the updates Telegram holds for the bot")
+    ] = False,
+) -> None:
+    """Remove the webhook, so that the bot can poll again (TELEGRAM__MODE=polling)."""
+    settings = get_core().settings.telegram
+    _needs_a_token(settings)
+    from aiogram.exceptions import TelegramAPIError
+
+    from bot.webhook import delete_webhook as remove
+
+    try:
+        asyncio.run(remove(settings, drop_pending_updates=drop_pending_updates))
+    except TelegramAPIError as error:
+        errors.print(f"[red]error[/red]: could not remove the webhook: {error}")
+        raise typer.Exit(1) from None
+    console.print("Webhook removed; with TELEGRAM__MODE=polling, `waimai bot` polls again.")
+
+
+def _needs_a_token(settings: TelegramSettings) -> None:
+    if settings.token is None:
+        errors.print(f"[red]error[/red]: {BOT_OFF}")
+        raise typer.Exit(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -37,6 +38,20 @@ def get_core() -> Core:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return Core(settings)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM exits with status 0 through the normal clean-up (``finally`` blocks run).
+
+    While uvicorn serves, it takes SIGTERM over, drains the requests in flight, then raises the
+    signal again for the handler it found: this one, rather than the default that kills the
+    process before the engine is disposed and the worker and bot are stopped.
+    """
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+
+
+def _exit_cleanly(_signal: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:

@@ -1,7 +1,9 @@
-"""``waimai keys``: API keys for platforms (create, list, revoke) and their webhook secrets."""
+"""``waimai keys``: API keys for platforms (create, list, rotate, revoke) and their webhook
+secrets."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -53,6 +55,24 @@ def revoke(name: Annotated[str, typer.Argument(help="The client whose key stops 
     """Revoke a client's key (a running API refuses it within API__KEY_CACHE_S seconds)."""
     get_core().clients.revoke(name)
     console.print(f"client {name!r} revoked")
+
+
+@app.command()
+@friendly_errors
+def rotate(
+    name: Annotated[str, typer.Argument(help="The client")],
+    grace_hours: Annotated[
+        float,
+        typer.Option(min=0, help="How long the replaced key still works (0: stops at once)"),
+    ] = 24.0,
+) -> None:
+    """A new API key for the same client, printed once; the replaced one works for the grace."""
+    key = get_core().clients.rotate_key(name, timedelta(hours=grace_hours))
+    console.print(f"new API key: {key}", soft_wrap=True)
+    if grace_hours:
+        errors.print(f"The previous key is accepted for {grace_hours:g} more hour(s).")
+    else:
+        errors.print("The previous key is refused from now on.")
 
 
 @app.command("rotate-secret")

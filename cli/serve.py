@@ -1,6 +1,7 @@
 """``waimai serve``: the HTTP API, the learning loop's worker and, when TELEGRAM__TOKEN is set,
-the Telegram bot, in one process and one event loop (what ``make run`` starts). aiogram is
-imported only when the bot runs (see cli/bot.py)."""
+the Telegram bot (long polling, or in webhook mode the API's ``POST /telegram/webhook``), in one
+process and one event loop (what ``make run`` starts). aiogram is imported only when the bot
+runs (see cli/bot.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from api.main import create_app
-from cli.bot import describe
-from cli.context import console, friendly_errors, get_core
+from cli.bot import api_app, describe
+from cli.context import console, exit_cleanly_on_sigterm, friendly_errors, get_core
 from core.wiring import Core
 from retrain.worker import run_worker
 
@@ -26,9 +26,10 @@ def serve_command(
     host: Annotated[str | None, typer.Option(help="Address [default: API__HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: API__PORT]")] = None,
 ) -> None:
-    """Serve the API, run the learning loop and the bot (if configured) until Ctrl-C."""
+    """Serve the API, run the learning loop and the bot (if configured) until Ctrl-C or SIGTERM."""
     core = get_core()
     console.print(describe(core.settings.telegram))
+    exit_cleanly_on_sigterm()
     try:
         asyncio.run(_serve(core, host, port))
     finally:
@@ -39,14 +40,15 @@ async def _serve(core: Core, host: str | None, port: int | None) -> None:
     settings = core.settings
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(core),
+            api_app(core),
             host=host or settings.api.host,
             port=port or settings.api.port,
             log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=settings.api.shutdown_timeout_s,
         )
     )
     bot = None
-    if settings.telegram.token is not None:
+    if settings.telegram.token is not None and settings.telegram.mode == "polling":
         from bot.main import run as run_bot
 
         # uvicorn owns the signals; the bot stops when the API does. A bot that fails (a token

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, col
 
 from core import recording, registry
@@ -228,6 +228,10 @@ class ClassificationService:
             try:
                 with unit_of_work(self._engine) as session:
                     return list(self._store(session, jobs))
+            except (OperationalError, InterfaceError) as error:
+                # The store is out of reach, or the connection broke: the commit may even have
+                # happened. Storing each request again could store its reviews twice.
+                return [error] * len(jobs)
             except Exception as error:
                 log.info(
                     "storing %d requests together failed (%s); one by one now", len(jobs), error

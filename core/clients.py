@@ -11,15 +11,16 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from core.db import unit_of_work
 from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-from core.tables import ApiClient, ClientRole, saved_id, utcnow
+from core.tables import ApiClient, ClientRole, as_utc, saved_id, utcnow
 
 KEY_PREFIX = "wmk_"
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -102,13 +103,20 @@ class ClientService:
 
     def _lookup(self, digest: str) -> Caller:
         with Session(self._engine) as session:
-            client = session.exec(select(ApiClient).where(ApiClient.key_sha256 == digest)).first()
-        if (
-            client is None
-            or not hmac.compare_digest(client.key_sha256, digest)
-            or client.revoked_at is not None
-        ):
+            client = session.exec(
+                select(ApiClient).where(
+                    or_(
+                        col(ApiClient.key_sha256) == digest,
+                        col(ApiClient.previous_key_sha256) == digest,
+                    )
+                )
+            ).first()
+        if client is None or client.revoked_at is not None:
             raise Unauthenticated("the API key is not valid (unknown or revoked)")
+        if not hmac.compare_digest(client.key_sha256, digest):
+            expires = client.previous_key_expires_at
+            if expires is None or as_utc(expires) <= utcnow():
+                raise Unauthenticated("the API key was replaced by a newer one; use that")
         return Caller(saved_id(client), client.name, client.role, tuple(client.webhook_secrets))
 
     def list_clients(self) -> list[ApiClient]:
@@ -126,6 +134,23 @@ class ClientService:
             session.add(client)
         self._forget(name)
         return client
+
+    def rotate_key(self, name: str, grace: timedelta) -> str:
+        """A new API key for the client, returned this once; the key it replaces is accepted
+        for ``grace`` more (zero: refused at once, e.g. for a leaked key)."""
+        if grace < timedelta(0):
+            raise InvalidInput("the grace period cannot be negative")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        with unit_of_work(self._engine) as session:
+            client = self._get(session, name)
+            if client.revoked_at is not None:
+                raise Conflict(f"client {name!r} is revoked; create a new client instead")
+            client.previous_key_sha256 = client.key_sha256 if grace else None
+            client.previous_key_expires_at = utcnow() + grace if grace else None
+            client.key_sha256 = key_digest(key)
+            session.add(client)
+        self._forget(name)
+        return key
 
     def rotate_webhook_secret(self, name: str) -> str:
         """A new webhook secret; the previous one stays valid until the next rotation."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,12 +13,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "placeholder", "secret", "xxx"})
 
 BackendName = Literal["local", "zhipu", "vllm"]
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class DBSettings(BaseModel):
     url: str = "sqlite:///./data/waimai.db"
     busy_timeout_ms: int = Field(default=5000, ge=0)
     echo: bool = False
+    pool_size: int = Field(default=5, ge=1)
+    """PostgreSQL: connections each process keeps open (SQLite ignores the pool settings)."""
+    max_overflow: int = Field(default=10, ge=0)
+    """PostgreSQL: connections opened beyond ``pool_size`` under load, closed when returned."""
+    pool_timeout_s: float = Field(default=30.0, gt=0)
+    """PostgreSQL: how long a request waits for a free connection before it fails."""
+    connect_timeout_s: int = Field(default=5, ge=1)
+    """PostgreSQL: how long opening a connection may take; an unreachable server is then a 503
+    within seconds rather than a request hanging for minutes."""
+    pool_recycle_s: float = Field(default=1800.0, gt=0)
+    """PostgreSQL: a connection older than this is replaced (before a proxy or a firewall drops
+    it)."""
 
 
 class DataSettings(BaseModel):
@@ -92,6 +106,33 @@ class TelegramSettings(BaseModel):
     batch_chunk_size: int = Field(default=500, ge=1)
     progress_interval_s: float = Field(default=3.0, ge=0)
     polling_timeout_s: int = Field(default=30, ge=0)
+    mode: Literal["polling", "webhook"] = "polling"
+    """polling: the bot asks Telegram for updates; webhook: Telegram posts them to the API
+    (``POST /telegram/webhook``, registered with ``waimai bot set-webhook URL``)."""
+    webhook_secret: SecretStr | None = None
+    """Telegram sends it with every webhook request; required in webhook mode."""
+    notify_poll_s: float = Field(default=2.0, gt=0)
+    """How often a process running the bot looks for news for the admins that another process
+    published (a retrain the worker finished)."""
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _a_secret_telegram_accepts(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and not _WEBHOOK_SECRET.fullmatch(secret.get_secret_value()):
+            raise ValueError(
+                "TELEGRAM__WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
+            )
+        return secret
+
+    @model_validator(mode="after")
+    def _webhook_mode_needs_a_secret(self) -> TelegramSettings:
+        if self.mode == "webhook" and self.token is not None and self.webhook_secret is None:
+            raise ValueError(
+                "TELEGRAM__MODE=webhook needs TELEGRAM__WEBHOOK_SECRET, so that only Telegram "
+                "can post updates (e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return self
 
 
 class ApiSettings(BaseModel):
@@ -106,6 +147,8 @@ class ApiSettings(BaseModel):
     another process takes effect within this time)."""
     bench_echo: bool = False
     """Serve ``POST /bench/echo`` for bench/api_load.py; refused in production."""
+    shutdown_timeout_s: int = Field(default=30, ge=1)
+    """On SIGTERM new connections are refused and requests in flight get this long to finish."""
 
 
 class RetrainSettings(BaseModel):

@@ -18,7 +18,16 @@ def make_engine(db: DBSettings) -> Engine:
     """An engine for ``db.url``; for SQLite the file's folder is created and pragmas are set."""
     url = make_url(db.url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, echo=db.echo, pool_pre_ping=True)
+        return create_engine(
+            url,
+            echo=db.echo,
+            pool_pre_ping=True,
+            pool_size=db.pool_size,
+            max_overflow=db.max_overflow,
+            pool_timeout=db.pool_timeout_s,
+            pool_recycle=db.pool_recycle_s,
+            connect_args={"connect_timeout": db.connect_timeout_s},
+        )
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)

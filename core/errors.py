@@ -43,6 +43,12 @@ class BackendUnavailable(AppError):
     code = "backend_unavailable"
 
 
+class StoreUnavailable(AppError):
+    """The store cannot be reached now (down, restarting, out of connections); retry shortly."""
+
+    code = "store_unavailable"
+
+
 class NoActiveModel(AppError):
     """No model version is active yet (train one first)."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,6 +18,7 @@ from core.tables import (
     Prediction,
     Review,
     Source,
+    as_utc,
     utcnow,
 )
 from serving.base import Label
@@ -81,10 +82,7 @@ class FeedbackService:
                 raise PermissionDenied(f"label {label_event_id} was given by someone else")
             if event.revoked_at is not None:
                 raise Conflict(f"label {label_event_id} was already revoked")
-            created = event.created_at
-            if created.tzinfo is None:
-                created = created.replace(tzinfo=UTC)
-            if within is not None and utcnow() - created > within:
+            if within is not None and utcnow() - as_utc(event.created_at) > within:
                 minutes = int(within.total_seconds() // 60)
                 raise Conflict(
                     f"label {label_event_id} can no longer be undone (after {minutes} min)"

@@ -1,6 +1,7 @@
 """Retrain requests: someone asks for a retrain; the learning loop's scheduler will consume them.
 
-Pending requests coalesce: asking again while one is pending returns that one.
+Pending requests coalesce: asking again while one is pending returns that one, also when the
+askers are in different processes.
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, false, text, update
 from sqlmodel import Session, col, func, select
 
 from core.db import unit_of_work
 from core.errors import NotFound
 from core.notifications import Notifications, RetrainRequested
 from core.tables import LabelEvent, LabelKind, RetrainRequest, saved_id, utcnow
+
+RECORDING_LOCK_KEY = 0x77616972  # "wair"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class RetrainRequests:
 
     def _record(self, requested_by: str, reason: str, backend: str | None) -> RetrainTicket:
         with unit_of_work(self._engine) as session:
+            _one_recorder_at_a_time(session)
             pending = session.exec(
                 select(RetrainRequest)
                 .where(col(RetrainRequest.handled_at).is_(None))
@@ -94,3 +98,13 @@ class RetrainRequests:
             if last is not None:
                 query = query.where(col(LabelEvent.created_at) > last)
             return session.exec(query).one()
+
+
+def _one_recorder_at_a_time(session: Session) -> None:
+    """Hold until the transaction ends a lock that every recorder takes first, so that two
+    cannot both find no pending request and both add one: a PostgreSQL advisory lock, or
+    SQLite's write lock (taken by a write that changes nothing)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RECORDING_LOCK_KEY})
+    else:
+        session.execute(update(RetrainRequest).where(false()).values(reason=""))

@@ -14,6 +14,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC time (SQLite gives them back without a zone)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _timestamp(**kwargs: Any) -> Any:
     return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
 
@@ -71,7 +76,7 @@ class Review(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     text: str = Field(sa_type=Text)
-    text_hash: str = Field(index=True, max_length=64)
+    text_hash: str = Field(max_length=64)
     source: Source = Field(sa_type=String(16))
     tenant: str = Field(default="", max_length=128, index=True)
     """Who owns the review: an API client's name, a Telegram user id, or empty for the dataset."""
@@ -218,6 +223,9 @@ class ApiClient(SQLModel, table=True):
     name: str = Field(max_length=64, unique=True)
     role: ClientRole = Field(default=ClientRole.CLIENT, sa_type=String(16))
     key_sha256: str = Field(max_length=64, unique=True)
+    previous_key_sha256: str | None = Field(default=None, max_length=64, unique=True)
+    """The key replaced by the last rotation, still accepted until ``previous_key_expires_at``."""
+    previous_key_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     webhook_secrets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     """Newest first; the older one stays valid until the next rotation, so senders can switch."""
     created_at: datetime = _timestamp()
@@ -277,3 +285,36 @@ class RetrainRequest(SQLModel, table=True):
     created_at: datetime = _timestamp(index=True)
     handled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
     outcome: str = Field(default="", sa_type=Text)
+
+
+class TelegramUpdate(SQLModel, table=True):
+    """A Telegram update taken for processing in webhook mode: of several API replicas that each
+    receive a retried delivery, the one whose insert wins processes it. One not handled in time
+    (its replica died) is taken again by a sweep (core/telegram_updates.py). Pruned after a week."""
+
+    __tablename__ = "telegram_update"
+
+    update_id: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    received_at: datetime = _timestamp(index=True)
+    """When the update was taken (again), or last kept alive by the replica handling it."""
+    payload: str | None = Field(default=None, sa_type=Text)
+    """The update as Telegram posted it (JSON); None for updates taken before migration 0010."""
+    attempts: int = Field(default=1, sa_column_kwargs={"server_default": text("1")})
+    """1, and one more each time a sweep took the update again."""
+    handled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+
+
+class Notification(SQLModel, table=True):
+    """An event published for whoever listens (core/notifications.py): claimed by one listening
+    process, marked delivered once its subscribers have it."""
+
+    __tablename__ = "notification"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _timestamp(index=True)
+    claimed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)

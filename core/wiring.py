@@ -18,6 +18,7 @@ from core.merchants import MerchantService
 from core.notifications import Notifications
 from core.retrain_requests import RetrainRequests
 from core.tables import ModelVersion
+from core.telegram_updates import TelegramUpdates
 from core.webhooks import WebhookService
 from serving.base import Classifier
 from serving.local import LocalClassifier
@@ -113,11 +114,15 @@ class Core:
 
     @cached_property
     def notifications(self) -> Notifications:
-        return Notifications()
+        return Notifications(self.engine, poll_s=self.settings.telegram.notify_poll_s)
 
     @cached_property
     def merchants(self) -> MerchantService:
         return MerchantService(self.engine, self.settings.telegram)
+
+    @cached_property
+    def telegram_updates(self) -> TelegramUpdates:
+        return TelegramUpdates(self.engine)
 
     @cached_property
     def batch(self) -> BatchService:

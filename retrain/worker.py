@@ -198,7 +198,7 @@ async def run_worker(core: Core, stop: asyncio.Event) -> None:
     retry = core.settings.retrain.leader_retry_s
     while not stop.is_set():
         if not lock.acquire():
-            log.info("another worker leads; trying again in %.0f s", retry)
+            log.info("another worker leads; trying again in %g s", retry)
             await _wait(stop, retry)
             continue
         log.info("this worker leads the learning loop")
@@ -212,6 +212,7 @@ async def run_worker(core: Core, stop: asyncio.Event) -> None:
             scheduler.shutdown(wait=False)
             _running = None
             lock.release()
+            log.info("this worker no longer leads the learning loop")
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

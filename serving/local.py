@@ -198,8 +198,12 @@ class LinearModel:
         return model, manifest
 
 
+INLINE_MAX_REVIEWS = 64
+"""Batches up to this size are classified on the event loop's thread."""
+
+
 class LocalClassifier:
-    """Serves one artifact from the model root; classification runs in a worker thread."""
+    """Serves one artifact from the model root; large batches are classified in a worker thread."""
 
     backend = "local"
 
@@ -231,6 +235,10 @@ class LocalClassifier:
         ]
 
     async def classify(self, texts: Sequence[str]) -> list[Verdict]:
+        """A few reviews are classified at once: a hop to a worker thread would take longer
+        than the work (~20 µs a review), and the event loop would then wait for the GIL."""
+        if len(texts) <= INLINE_MAX_REVIEWS:
+            return self.classify_now(texts)
         return await asyncio.to_thread(self.classify_now, list(texts))
 
 

@@ -1,8 +1,12 @@
 from fastapi import FastAPI
 
+from api.auth import authenticated
 from api.main import create_app
+from core.clients import Caller
+from core.tables import ClientRole
 from core.wiring import Core
 from tests.api.conftest import client_for
+from tests.conftest import make_settings
 
 PUBLIC = {
     ("post", "/v1/classify"),
@@ -72,3 +76,26 @@ async def test_the_bench_echo_exists_only_when_switched_on(core: Core, http):
         echoed = await bench.post("/bench/echo", content=b'{"a": 1}')
         assert echoed.json() == {"a": 1}
         assert "/bench/echo" not in (await bench.get("/openapi.json")).json()["paths"]
+
+
+async def test_an_unreachable_store_is_a_503_with_its_code_on_every_path(tmp_path, caplog):
+    nowhere = Core(make_settings(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/none"))
+    app = create_app(nowhere)
+    review = {"reviews": [{"text": "送餐太慢了"}]}
+    key = {"Authorization": "Bearer wmk_not-yet-verified"}
+    async with client_for(app) as http:
+        answers = {"key lookup": await http.post("/v1/classify", json=review, headers=key)}
+        app.dependency_overrides[authenticated] = lambda: Caller(1, "acme", ClientRole.CLIENT, ())
+        answers |= {
+            "classify": await http.post("/v1/classify", json=review),
+            "feedback": await http.post("/v1/reviews/1/feedback", json={"label": "negative"}),
+            "undo": await http.delete("/v1/feedback/1"),
+            "review": await http.get("/v1/reviews/1"),
+            "stats": await http.get("/v1/stats"),
+            "readyz": await http.get("/readyz"),
+        }
+    for path, answer in answers.items():
+        assert answer.status_code == 503, path
+        assert answer.json()["error"]["code"] == "store_unavailable", path
+        assert "127.0.0.1" not in answer.text and "Traceback" not in answer.text, path
+    assert "Traceback" not in caplog.text

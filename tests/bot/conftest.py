@@ -1,17 +1,24 @@
-"""A real aiogram Bot, long polling the fake Bot API server, on a core with a trained model."""
+"""A real aiogram Bot, long polling the fake Bot API server, on a core with a trained model;
+or in webhook mode, behind the API app, with the test posting the updates."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from aiogram import Bot, Dispatcher
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from bot.main import create_bot, create_dispatcher
+from bot.webhook import TELEGRAM_HEADER, WEBHOOK_PATH
+from cli.bot import api_app
 from core.config import TelegramSettings
 from core.wiring import Core
 from tests.fakes.telegram_server import TOKEN, Call, FakeTelegram, group_chat, user
@@ -21,6 +28,7 @@ MERCHANT = user(2001)
 OTHER_MERCHANT = user(2002)
 ENGLISH = user(2003, language_code="en-GB", first_name="Ann")
 STRANGER = user(3001, first_name="路人")
+SECRET = "webhook-Secret_for_the-tests_0123456789"
 
 
 @pytest.fixture
@@ -126,3 +134,50 @@ async def start_bot(
         if not live.polling.done():
             await live.dispatcher.stop_polling()
         await live.polling
+
+
+@dataclass
+class LiveWebhook:
+    """The API app in webhook mode (lifespan entered), reached through httpx."""
+
+    server: FakeTelegram
+    core: Core
+    app: FastAPI
+    http: httpx.AsyncClient
+
+    async def post(
+        self, update: dict[str, Any] | bytes, secret: str | None = SECRET
+    ) -> httpx.Response:
+        """POST an update (or raw bytes) to the webhook, as Telegram does."""
+        body = update if isinstance(update, bytes) else json.dumps(update).encode()
+        headers = {"content-type": "application/json"}
+        if secret is not None:
+            headers[TELEGRAM_HEADER] = secret
+        return await self.http.post(WEBHOOK_PATH, content=body, headers=headers)
+
+
+def webhook_settings(**telegram_settings: Any) -> dict[str, Any]:
+    return {"mode": "webhook", "webhook_secret": SecretStr(SECRET)} | telegram_settings
+
+
+@pytest.fixture
+async def start_webhook(
+    telegram: FakeTelegram, make_core: Callable[..., Core]
+) -> AsyncIterator[Callable[..., Awaitable[LiveWebhook]]]:
+    """Apps as `waimai api` builds them in webhook mode: on a new core (make_core's settings)
+    unless one is given. Each app's lifespan ends (and its bot session closes) after the test,
+    or when the test leaves the stack it passes."""
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            core: Core | None = None, stack: AsyncExitStack = stack, **telegram_settings: Any
+        ) -> LiveWebhook:
+            core = core or make_core(**webhook_settings(**telegram_settings))
+            app = api_app(core)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app=app)
+            http = httpx.AsyncClient(transport=transport, base_url="http://api.test")
+            await stack.enter_async_context(http)
+            return LiveWebhook(telegram, core, app, http)
+
+        yield start

@@ -1,4 +1,5 @@
-"""``waimai bot``, ``waimai bot invite`` and ``waimai serve`` (the API with the bot beside it)."""
+"""``waimai bot``, ``waimai bot invite``, ``waimai bot set-webhook`` / ``delete-webhook`` and
+``waimai serve`` (the API with the bot beside it, polling or in webhook mode)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from cli.main import app
 from core.config import TelegramSettings, get_settings
 from core.db import make_engine, upgrade_schema
 from core.tables import Invite
-from tests.fakes.telegram_server import TOKEN, FakeTelegram, serving_in_thread
+from tests.fakes.telegram_server import TOKEN, FakeTelegram, private_chat, serving_in_thread, user
 
 runner = CliRunner()
 
@@ -31,7 +32,13 @@ runner = CliRunner()
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DB__URL", f"sqlite:///{tmp_path / 'bot.db'}")
-    for name in ("TELEGRAM__TOKEN", "TELEGRAM__BOT_USERNAME", "TELEGRAM__API_BASE"):
+    for name in (
+        "TELEGRAM__TOKEN",
+        "TELEGRAM__BOT_USERNAME",
+        "TELEGRAM__API_BASE",
+        "TELEGRAM__MODE",
+        "TELEGRAM__WEBHOOK_SECRET",
+    ):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     upgrade_schema(engine := make_engine(get_settings().db))
@@ -138,9 +145,143 @@ def test_serve_runs_the_api_and_the_bot_in_one_process(env):
     assert process.returncode in (0, -signal.SIGINT, 130), output
 
 
+@pytest.mark.slow
+def test_serve_stops_its_worker_and_exits_cleanly_on_sigterm(env):
+    process, _ = run_serve(env, {"LOG_LEVEL": "INFO"})
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "this worker no longer leads the learning loop" in output
+
+
 def test_serve_says_when_the_bot_is_off():
     assert describe(TelegramSettings()) == "Telegram bot: off (TELEGRAM__TOKEN is not set)"
     on = TelegramSettings(token=SecretStr(TOKEN), access="open", admins=[1, 2])
     assert describe(on) == (
         "Telegram bot: long polling https://api.telegram.org (access: open, 2 admin(s))"
     )
+    webhook = on.model_copy(update={"mode": "webhook", "webhook_secret": SecretStr(SECRET)})
+    assert describe(webhook) == (
+        "Telegram bot: webhook, served by the API at POST /telegram/webhook "
+        "(access: open, 2 admin(s))"
+    )
+
+
+# -- webhook mode ----------------------------------------------------------------------------
+
+SECRET = "cli-webhook_Secret-0123456789"
+URL = "https://example.com/telegram/webhook"
+
+
+def telegram_env(monkeypatch: pytest.MonkeyPatch, base_url: str, **settings: str) -> None:
+    for name, value in {"TOKEN": TOKEN, "API_BASE": base_url, **settings}.items():
+        monkeypatch.setenv(f"TELEGRAM__{name}", value)
+    get_settings.cache_clear()
+
+
+def test_set_webhook_registers_the_url_the_secret_and_the_update_types(env, monkeypatch):
+    server = FakeTelegram()
+    with serving_in_thread(server) as base_url:
+        telegram_env(monkeypatch, base_url, MODE="webhook", WEBHOOK_SECRET=SECRET)
+        result = runner.invoke(app, ["bot", "set-webhook", URL, "--drop-pending-updates"])
+        assert result.exit_code == 0, result.output
+        (call,) = server.calls_of("setWebhook")
+        assert call.params["url"] == URL
+        assert call.params["secret_token"] == SECRET
+        assert call.params["drop_pending_updates"] is True
+        assert call.params["allowed_updates"] == ["callback_query", "message"]
+        assert f"Webhook set: {URL} (updates: callback_query, message; 0 pending)" in result.output
+        assert "note:" not in result.output
+
+        removed = runner.invoke(app, ["bot", "delete-webhook"])
+        assert removed.exit_code == 0, removed.output
+        assert server.webhook is None
+        (call,) = server.calls_of("deleteWebhook")
+        assert call.params.get("drop_pending_updates") is False
+        assert "`waimai bot` polls again" in removed.output
+
+
+def test_set_webhook_in_polling_mode_sets_it_and_says_what_to_change(env, monkeypatch):
+    server = FakeTelegram()
+    with serving_in_thread(server) as base_url:
+        telegram_env(monkeypatch, base_url, WEBHOOK_SECRET=SECRET)
+        result = runner.invoke(app, ["bot", "set-webhook", URL])
+    assert result.exit_code == 0, result.output
+    assert server.webhook is not None
+    assert server.webhook["drop_pending_updates"] is False
+    assert "set TELEGRAM__MODE=webhook" in result.output
+
+
+def test_set_webhook_needs_the_secret(env, monkeypatch):
+    server = FakeTelegram()
+    with serving_in_thread(server) as base_url:
+        telegram_env(monkeypatch, base_url)
+        result = runner.invoke(app, ["bot", "set-webhook", URL])
+    assert result.exit_code == 2
+    assert "TELEGRAM__WEBHOOK_SECRET is not set" in result.output
+    assert server.calls == []
+
+
+def test_set_webhook_says_when_telegram_refuses(env, monkeypatch):
+    telegram_env(monkeypatch, f"http://127.0.0.1:{free_port()}", WEBHOOK_SECRET=SECRET)
+    result = runner.invoke(app, ["bot", "set-webhook", URL])
+    assert result.exit_code == 1
+    assert "Telegram refused the webhook" in result.output
+
+
+def test_the_bot_does_not_poll_in_webhook_mode(env, monkeypatch):
+    server = FakeTelegram()
+    with serving_in_thread(server) as base_url:
+        telegram_env(monkeypatch, base_url, MODE="webhook", WEBHOOK_SECRET=SECRET)
+        result = runner.invoke(app, ["bot"])
+    assert result.exit_code == 2
+    assert "TELEGRAM__MODE is webhook" in result.output
+    assert "`waimai serve` or `waimai api` serves the bot" in result.output
+    assert server.calls == []
+
+
+def test_webhook_mode_without_a_secret_refuses_to_start(env, monkeypatch):
+    def started(*_args: object, **_kwargs: object) -> None:
+        pytest.fail("it started")
+
+    async def served(*_args: object) -> None:
+        pytest.fail("it started")
+
+    monkeypatch.setattr("uvicorn.run", started)  # what `waimai api` runs
+    monkeypatch.setattr("cli.serve._serve", served)
+    telegram_env(monkeypatch, "http://127.0.0.1:9", MODE="webhook")
+    for command in (["api"], ["serve"], ["bot"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "TELEGRAM__MODE=webhook needs TELEGRAM__WEBHOOK_SECRET" in result.output
+
+
+@pytest.mark.slow
+def test_serve_in_webhook_mode_serves_the_bot_at_the_webhook(env):
+    server = FakeTelegram()
+    person = user(4242)
+    with serving_in_thread(server) as base_url:
+        telegram = {
+            "TOKEN": TOKEN,
+            "API_BASE": base_url,
+            "MODE": "webhook",
+            "WEBHOOK_SECRET": SECRET,
+            "ACCESS": "open",
+        }
+        process, port = run_serve(env, {f"TELEGRAM__{k}": v for k, v in telegram.items()})
+        message = {"message_id": 1, "date": int(time.time()), "chat": private_chat(person)}
+        update = {"update_id": 77, "message": {**message, "from": person, "text": "/help"}}
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/telegram/webhook",
+            json=update,
+            headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+        )
+        deadline = time.monotonic() + 30
+        while not server.calls_of("sendMessage") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        output = stop(process)
+    assert answer.json() == {"status": "accepted"}, output
+    (reply,) = server.calls_of("sendMessage")
+    assert reply.params["chat_id"] == person["id"]
+    assert server.calls_of("getUpdates") == []
+    assert "Telegram bot: webhook, served by the API at POST /telegram/webhook" in output

@@ -57,6 +57,12 @@ def test_keys_are_created_shown_once_listed_and_revoked(env):
     assert again.exit_code == 1
     assert "exists already" in again.output
 
+    new_key = waimai("keys", "rotate", "acme", "--grace-hours", "0")
+    assert new_key.exit_code == 0, new_key.output
+    assert "refused from now on" in new_key.output
+    assert re.search(r"new API key:\s+wmk_\S+", new_key.output)
+    assert key.group(1) not in new_key.output
+
     rotated = waimai("keys", "rotate-secret", "acme")
     assert "whsec_" in rotated.output and secret.group(1) not in rotated.output
 

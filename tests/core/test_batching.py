@@ -3,6 +3,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from core.batching import Coalescer
@@ -206,3 +207,20 @@ def test_a_request_whose_transaction_fails_stores_nothing_and_spares_the_others(
     )
     assert isinstance(outcomes[1], RuntimeError)
     assert sorted(reviews_of(core, "acme")) == sorted(["好", "行"])
+
+
+def test_a_lost_connection_fails_the_shared_transaction_without_storing_anyone_twice(core: Core):
+    """After a connection error the commit's outcome is unknown: the requests are not stored again
+    one by one (that could store their reviews twice); each gets the error."""
+    calls = []
+
+    def connection_lost(session, results):
+        calls.append([result.text for result in results])
+        raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+    outcomes = asyncio.run(
+        classify_many(core.classification, ["好", "坏", "行"], on_stored=connection_lost)
+    )
+    assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
+    assert calls == [["好"]], "the hook runs per request inside the one shared transaction"
+    assert reviews_of(core, "acme") == []

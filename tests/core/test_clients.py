@@ -3,6 +3,7 @@ import base64
 import hashlib
 import hmac
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine
@@ -77,6 +78,48 @@ def test_a_revoked_key_is_refused_at_once_here_and_after_the_cache_time_elsewher
         here.revoke("nobody")
     (listed,) = here.list_clients()
     assert listed.revoked_at is not None
+
+
+def test_a_rotated_key_keeps_the_client_and_the_old_key_works_for_the_grace_only(engine: Engine):
+    clients = ClientService(engine, cache_s=0)
+    old = clients.create("acme").key
+    new = clients.rotate_key("acme", timedelta(hours=1))
+    assert new != old
+    assert asyncio.run(clients.authenticate(new)).name == "acme"
+    assert asyncio.run(clients.authenticate(old)).name == "acme"
+
+    newest = clients.rotate_key("acme", timedelta(0))
+    for refused in (old, new):
+        with pytest.raises(Unauthenticated, match="unknown or revoked"):
+            asyncio.run(clients.authenticate(refused))
+    assert asyncio.run(clients.authenticate(newest)).name == "acme"
+
+
+def test_the_replaced_key_is_refused_once_its_grace_has_passed(engine: Engine):
+    clients = ClientService(engine, cache_s=0)
+    old = clients.create("acme").key
+    new = clients.rotate_key("acme", timedelta(seconds=0.3))
+    assert asyncio.run(clients.authenticate(old)).name == "acme"
+    time.sleep(0.35)
+    with pytest.raises(Unauthenticated, match="replaced by a newer one"):
+        asyncio.run(clients.authenticate(old))
+    assert asyncio.run(clients.authenticate(new)).name == "acme"
+
+
+def test_a_revoked_client_cannot_rotate_and_refuses_both_keys(engine: Engine):
+    clients = ClientService(engine, cache_s=0)
+    old = clients.create("acme").key
+    new = clients.rotate_key("acme", timedelta(hours=1))
+    clients.revoke("acme")
+    for key in (old, new):
+        with pytest.raises(Unauthenticated):
+            asyncio.run(clients.authenticate(key))
+    with pytest.raises(Conflict, match="revoked"):
+        clients.rotate_key("acme", timedelta(0))
+    with pytest.raises(NotFound):
+        clients.rotate_key("nobody", timedelta(0))
+    with pytest.raises(InvalidInput):
+        clients.rotate_key("acme", timedelta(seconds=-1))
 
 
 def test_webhook_signatures_are_checked_against_every_live_secret(engine: Engine):

@@ -1,9 +1,11 @@
 """The store on SQLite and PostgreSQL: migrations, tables, constraints, the model registry."""
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from core import registry
 from core.config import DBSettings
@@ -15,6 +17,12 @@ from core.tables import LabelEvent, LabelKind, ModelStatus, Prediction, Review, 
 def test_migrations_create_every_table(engine: Engine):
     tables = set(inspect(engine).get_table_names())
     assert {"review", "prediction", "label_event", "model_version", "alembic_version"} <= tables
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(engine: Engine):
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert differences == []
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):

@@ -1,10 +1,12 @@
 """A fake Telegram Bot API server on loopback, for the real aiogram Bot to talk to.
 
-It implements getMe, getUpdates (long polling with offsets), sendMessage, editMessageText,
-editMessageReplyMarkup, answerCallbackQuery, sendDocument (multipart), getFile and the file
-download path ``/file/bot<token>/<path>``; records every call; and lets a test play the users:
-messages, button presses (whose message carries a real, non-zero date: ``"date": 0`` parses as
-an inaccessible message), documents, and 429s with ``retry_after``.
+It implements getMe, getUpdates (long polling with offsets; 409 Conflict while a webhook is
+set, as Telegram does), sendMessage, editMessageText, editMessageReplyMarkup,
+answerCallbackQuery, sendDocument (multipart), getFile, setWebhook, deleteWebhook,
+getWebhookInfo and the file download path ``/file/bot<token>/<path>``; records every call; and
+lets a test play the users: messages, button presses (whose message carries a real, non-zero
+date: ``"date": 0`` parses as an inaccessible message), documents, and 429s with
+``retry_after``. In webhook mode a test posts the updates itself (``text_update`` builds one).
 """
 
 from __future__ import annotations
@@ -22,9 +24,17 @@ from typing import Any
 from aiohttp import web
 
 TOKEN = "123456789:TEST-token_for-the-fake-server"
-INT_FIELDS = {"chat_id", "message_id", "offset", "limit", "timeout", "reply_to_message_id"}
+INT_FIELDS = {
+    "chat_id",
+    "message_id",
+    "offset",
+    "limit",
+    "timeout",
+    "reply_to_message_id",
+    "max_connections",
+}
 JSON_FIELDS = {"reply_markup", "allowed_updates", "reply_parameters", "entities"}
-BOOL_FIELDS = {"show_alert", "disable_notification"}
+BOOL_FIELDS = {"show_alert", "disable_notification", "drop_pending_updates"}
 
 
 @dataclass
@@ -68,6 +78,8 @@ class FakeTelegram:
         self.files: dict[str, tuple[str, bytes]] = {}
         """file_id → (file_path, content): what users uploaded and what the bot sent."""
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self.webhook: dict[str, Any] | None = None
+        """The parameters of the last setWebhook (None: no webhook, polling works)."""
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
@@ -128,6 +140,8 @@ class FakeTelegram:
             return 200, {"ok": True, "result": await handler(params)}
         except _BadRequest as error:
             return _error(400, f"Bad Request: {error}")
+        except _Conflict as error:
+            return _error(409, f"Conflict: {error}")
 
     async def _download(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
@@ -143,6 +157,11 @@ class FakeTelegram:
         return self.me
 
     async def _m_getupdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise _Conflict(
+                "can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first"
+            )
         offset, limit = params.get("offset", 0), params.get("limit", 100)
         deadline = time.monotonic() + params.get("timeout", 0)
         async with self._changed:
@@ -173,6 +192,32 @@ class FakeTelegram:
 
     async def _m_answercallbackquery(self, _: dict[str, Any]) -> bool:
         return True
+
+    async def _m_setwebhook(self, params: dict[str, Any]) -> bool:
+        if not params.get("url"):
+            return await self._m_deletewebhook(params)
+        self.webhook = {k: v for k, v in params.items() if k != "_files"}
+        if params.get("drop_pending_updates"):
+            self._updates.clear()
+        return True
+
+    async def _m_deletewebhook(self, params: dict[str, Any]) -> bool:
+        self.webhook = None
+        if params.get("drop_pending_updates"):
+            self._updates.clear()
+        return True
+
+    async def _m_getwebhookinfo(self, _: dict[str, Any]) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "url": "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
+        if self.webhook is not None:
+            info["url"] = self.webhook["url"]
+            if "allowed_updates" in self.webhook:
+                info["allowed_updates"] = self.webhook["allowed_updates"]
+        return info
 
     async def _m_getfile(self, params: dict[str, Any]) -> dict[str, Any]:
         if params.get("file_id") not in self.files:
@@ -241,12 +286,20 @@ class FakeTelegram:
     async def send_text(
         self, person: dict[str, Any], text: str, chat: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        update = self.text_update(person, text, chat)
+        await self.push(update)
+        return dict(update["message"])
+
+    def text_update(
+        self, person: dict[str, Any], text: str, chat: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """An update (with a fresh ``update_id``) of ``person`` sending ``text``, not queued:
+        for a test that posts it to a webhook."""
         message = self._user_message(person, chat, text=text)
         if text.startswith("/"):
             command = text.split()[0]
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
-        await self.push({"message": message})
-        return message
+        return {"update_id": next(self._update_ids), "message": message}
 
     async def send_document(
         self, person: dict[str, Any], name: str, content: bytes, mime_type: str = "text/csv"
@@ -333,6 +386,10 @@ class FakeTelegram:
 
 
 class _BadRequest(Exception):
+    pass
+
+
+class _Conflict(Exception):
     pass
 
 
