@@ -10,7 +10,8 @@ from fastapi import APIRouter, Path
 from api.auth import CallerDep, scope
 from api.deps import CoreDep, MetricsDep
 from api.errors import ERROR_RESPONSES, responses
-from api.schemas import MAX_ID, FeedbackRequest, LabelEventOut
+from api.resources import LabelEventOut
+from api.schemas import MAX_ID, FeedbackRequest
 from core.labels import parse_label
 from core.tables import ActorRole, Source
 

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_TEXT
 
 from api.deps import CoreDep, MetricsDep
-from api.schemas import ErrorResponse, Health, ModelRef, Readiness
+from api.resources import Health, Readiness
+from api.schemas import ErrorResponse, ModelRef
 from core.tables import ModelStatus
 
 router = APIRouter(tags=["health"])

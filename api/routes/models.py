@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path
 from api.auth import AdminDep
 from api.deps import CoreDep
 from api.errors import ERROR_RESPONSES, responses
-from api.schemas import MAX_ID, ModelList, ModelVersionOut, RetrainIn, RetrainTicketOut
+from api.resources import ModelList, ModelVersionOut, RetrainTicketOut
+from api.schemas import MAX_ID, RetrainIn
 from core import registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)

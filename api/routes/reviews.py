@@ -12,15 +12,8 @@ from fastapi import APIRouter, Path, Query
 from api.auth import CallerDep, scope
 from api.deps import CoreDep
 from api.errors import ERROR_RESPONSES, responses
-from api.schemas import (
-    ID_PATTERN,
-    MAX_ID,
-    LabelName,
-    ReviewDetail,
-    ReviewOut,
-    ReviewPage,
-    since_utc,
-)
+from api.resources import ReviewDetail, ReviewOut, ReviewPage
+from api.schemas import ID_PATTERN, MAX_ID, LabelName, since_utc
 from core import reviews
 from core.errors import InvalidInput
 from core.labels import parse_label

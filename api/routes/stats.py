@@ -7,8 +7,9 @@ from fastapi import APIRouter
 from api.auth import CallerDep, scope
 from api.deps import CoreDep
 from api.errors import ERROR_RESPONSES
+from api.resources import StatsOut
 from api.routes.reviews import MerchantId, Since
-from api.schemas import StatsOut, since_utc
+from api.schemas import since_utc
 from core import reviews
 
 router = APIRouter(prefix="/v1", tags=["stats"], responses=ERROR_RESPONSES)

@@ -1,0 +1,208 @@
+"""What the API shows of stored things: labels, predictions, reviews, stats, model versions,
+retrain requests and health. Pydantic models that are also its OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from api.schemas import LabelName, LabelZh, ModelRef, label_name, label_zh
+from core.retrain_requests import RetrainTicket
+from core.reviews import ReviewRecord, Stats
+from core.tables import LabelEvent, LabelKind, ModelStatus, ModelVersion, Prediction, as_utc
+from serving.base import Label
+
+
+class LabelEventOut(BaseModel):
+    id: int
+    review_id: int
+    label: LabelName
+    label_zh: LabelZh
+    kind: LabelKind
+    actor: str
+    prediction_id: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, event: LabelEvent) -> LabelEventOut:
+        label = Label(event.label)
+        return cls(
+            id=event.id or 0,
+            review_id=event.review_id,
+            label=label_name(label),
+            label_zh=label_zh(label),
+            kind=LabelKind(event.kind),
+            actor=event.actor,
+            prediction_id=event.prediction_id,
+            created_at=as_utc(event.created_at),
+            revoked_at=as_utc(event.revoked_at) if event.revoked_at else None,
+        )
+
+
+class PredictionOut(BaseModel):
+    id: int
+    label: LabelName
+    label_zh: LabelZh
+    confidence: float | None = Field(ge=0, le=1)
+    model: ModelRef
+    fallback: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> PredictionOut:
+        label = Label(prediction.label)
+        return cls(
+            id=prediction.id or 0,
+            label=label_name(label),
+            label_zh=label_zh(label),
+            confidence=prediction.confidence,
+            model=ModelRef(version_id=prediction.model_version_id, backend=prediction.backend),
+            fallback=prediction.fallback,
+            created_at=as_utc(prediction.created_at),
+        )
+
+
+class ReviewOut(BaseModel):
+    id: int
+    text: str
+    source: str
+    merchant_id: str | None
+    external_id: str | None
+    created_at: datetime
+    label: LabelName | None = Field(description="A person's latest label if any, else the model's.")
+    label_zh: LabelZh | None
+    corrected: bool = Field(description="Whether a person's latest label corrects the model.")
+    prediction: PredictionOut | None
+
+    @classmethod
+    def fields_of(cls, record: ReviewRecord) -> dict[str, Any]:
+        review, label = record.review, record.label
+        return {
+            "id": review.id or 0,
+            "text": review.text,
+            "source": review.source,
+            "merchant_id": review.merchant_id,
+            "external_id": review.external_id,
+            "created_at": as_utc(review.created_at),
+            "label": label_name(label) if label is not None else None,
+            "label_zh": label_zh(label) if label is not None else None,
+            "corrected": record.corrected,
+            "prediction": PredictionOut.of(record.prediction) if record.prediction else None,
+        }
+
+    @classmethod
+    def of(cls, record: ReviewRecord) -> ReviewOut:
+        return cls(**cls.fields_of(record))
+
+
+class ReviewDetail(ReviewOut):
+    labels: list[LabelEventOut] = Field(description="Every human label, revoked ones included.")
+
+    @classmethod
+    def of_history(cls, record: ReviewRecord, history: list[LabelEvent]) -> ReviewDetail:
+        return cls(**cls.fields_of(record), labels=[LabelEventOut.of(e) for e in history])
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: end.")
+
+
+class VersionStatsOut(BaseModel):
+    model_version_id: int | None
+    backend: str
+    predictions: int
+    positive: int
+    positive_rate: float | None
+    corrections: int
+    correction_rate: float | None
+    fallbacks: int
+
+
+class StatsOut(BaseModel):
+    reviews: int
+    positive: int
+    positive_rate: float | None
+    labelled: int
+    corrections: int
+    correction_rate: float | None
+    by_model_version: list[VersionStatsOut]
+
+    @classmethod
+    def of(cls, stats: Stats) -> StatsOut:
+        return cls(
+            reviews=stats.reviews,
+            positive=stats.positive,
+            positive_rate=stats.positive_rate,
+            labelled=stats.labelled,
+            corrections=stats.corrections,
+            correction_rate=stats.correction_rate,
+            by_model_version=[
+                VersionStatsOut.model_validate(version, from_attributes=True)
+                for version in stats.by_version
+            ],
+        )
+
+
+class ModelVersionOut(BaseModel):
+    id: int
+    backend: str
+    model_ref: str
+    status: ModelStatus
+    metrics: dict[str, Any] = Field(description="Holdout figures: accuracy, macro_f1, ece, ...")
+    note: str
+    created_at: datetime
+    promoted_at: datetime | None
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> ModelVersionOut:
+        return cls(
+            id=version.id or 0,
+            backend=version.backend,
+            model_ref=version.model_ref,
+            status=ModelStatus(version.status),
+            metrics=version.metrics,
+            note=version.note,
+            created_at=as_utc(version.created_at),
+            promoted_at=as_utc(version.promoted_at) if version.promoted_at else None,
+        )
+
+
+class ModelList(BaseModel):
+    models: list[ModelVersionOut] = Field(description="Newest first.")
+
+
+class RetrainTicketOut(BaseModel):
+    id: int
+    new: bool = Field(description="False when a pending request absorbed this one.")
+    requested_by: str
+    reason: str
+    backend: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, ticket: RetrainTicket) -> RetrainTicketOut:
+        request = ticket.request
+        return cls(
+            id=request.id or 0,
+            new=ticket.new,
+            requested_by=request.requested_by,
+            reason=request.reason,
+            backend=request.backend,
+            created_at=as_utc(request.created_at),
+        )
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: ModelRef
+    fallback: bool = Field(
+        description="True when the active version cannot load and a fallback would answer."
+    )
