@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from sqlmodel import Session, col, select
 from core.config import DBSettings, LocalModelSettings, Settings
 from core.tables import ClientRole, Prediction, Review, Source
 from core.wiring import Core
+from tests.support.loopback import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 WAIMAI = Path(sys.executable).parent / "waimai"
@@ -66,12 +66,6 @@ class Run:
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def environment(root: Path, port: int, db_url: str | None) -> dict[str, str]:

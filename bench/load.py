@@ -36,14 +36,13 @@ from bench.api_load import (
     WAIMAI,
     console,
     environment,
-    free_port,
     prepare_store,
     wait_until_up,
 )
-from bench.store import scratch_database
 from core.config import DBSettings, Settings
 from core.tables import ClientRole
 from core.wiring import Core
+from tests.support.loopback import free_port, scratch_database
 
 KINDS = ("classify", "batch", "label")
 WARM_UP_S = 2.0
@@ -294,7 +293,7 @@ def main() -> None:
         if args.db_url:
             measure(args, args.db_url, Path(folder))
         else:
-            with scratch_database() as db_url:
+            with scratch_database("waimai_bench") as db_url:
                 measure(args, db_url, Path(folder))
 
 

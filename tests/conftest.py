@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
 from core.data import prepare
 from core.db import make_engine, upgrade_schema
 from core.wiring import Core
 from retrain.cycle import run_cycle
+from tests.support.loopback import postgres_reachable, scratch_database
 
 REPO = Path(__file__).resolve().parent.parent
 DATASET = REPO.parent / "shared" / "data" / "waimai_10k.csv"
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # The LoRA trainer and real-vLLM fixtures (tiny model, adapter store, server).
 pytest_plugins = ["tests.support.vllm_fixtures"]
 
@@ -33,14 +31,6 @@ def make_settings(root: Path, db_url: str | None = None) -> Settings:
         data=DataSettings(dir=root / "data", source=str(DATASET)),
         local=LocalModelSettings(dir=root / "models"),
     )
-
-
-def postgres_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -63,16 +53,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     if not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"waimai_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture

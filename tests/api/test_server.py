@@ -2,45 +2,23 @@
 
 import asyncio
 import gc
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from api.main import create_app
 from core.wiring import Core
 from tests.api.conftest import Key, body_of, issue, sign
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.loopback import served_in_thread
 
 
 @pytest.fixture
 def server(core: Core) -> Iterator[str]:
     """uvicorn in a thread (lifespan on, as `waimai api` runs it); its base URL."""
     core.settings.api.rate_limit = "100000/second"
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(core), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uvicorn_server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
+    with served_in_thread(create_app(core)) as base_url:
+        yield base_url
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ database handle a retried update once; and the app over a real uvicorn socket.""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from core.wiring import Core
 from tests.bot.conftest import MERCHANT, SECRET, webhook_settings
 from tests.conftest import make_settings
 from tests.fakes.telegram_server import TOKEN, FakeTelegram
+from tests.support.loopback import free_port
 
 
 def replica(root: Path, db_url: str, telegram: FakeTelegram) -> Core:
@@ -62,12 +62,6 @@ async def test_replicas_on_one_database_handle_a_retried_update_once(
     greetings = telegram.calls_of("sendMessage", chat_id=MERCHANT["id"])
     assert len(greetings) == 2  # one for /start, one for /help
     assert all("你好" in c.params["text"] for c in greetings)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_the_webhook_over_a_real_uvicorn_socket(make_core, telegram: FakeTelegram):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from core.config import TelegramSettings, get_settings
 from core.db import make_engine, upgrade_schema
 from core.tables import Invite
 from tests.fakes.telegram_server import TOKEN, FakeTelegram, private_chat, serving_in_thread, user
+from tests.support.loopback import free_port
 
 runner = CliRunner()
 
@@ -90,12 +90,6 @@ def test_invite_without_telegram_says_what_to_set_and_stores_nothing(env, monkey
     assert result.exit_code == 1
     assert "set TELEGRAM__BOT_USERNAME" in result.output
     assert invites(env) == []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_serve(env: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[str], int]:

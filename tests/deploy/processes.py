@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ from pathlib import Path
 import httpx
 
 from core.config import Settings
+from tests.support.loopback import free_port
 
 WAIMAI = str(Path(sys.executable).parent / "waimai")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def environment(root: Path, db_url: str, **settings: str) -> dict[str, str]:

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
@@ -25,12 +21,12 @@ from core import registry
 from core.tables import ClientRole, saved_id
 from core.wiring import Core
 from serving.zhipu import ZhipuClassifier
-from tests.deploy.processes import free_port
 from tests.fakes.zhipu_fixtures import (  # noqa: F401  (pytest fixtures)
     fake_zhipu_fixture,
     zhipu_settings,
 )
 from tests.fakes.zhipu_server import FakeZhipu
+from tests.support.loopback import served_in_thread
 
 TIMEOUT_S = 0.5
 RESET_S = 1.5
@@ -77,28 +73,6 @@ class Load:
             i += 1
 
 
-@contextmanager
-def served(core: Core) -> Iterator[str]:
-    """The app over ``core`` in uvicorn in a thread (lifespan on); its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(core), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def metric(exposition: str, name: str, **labels: str) -> float:
     return sum(
         sample.value
@@ -128,7 +102,7 @@ async def test_a_timing_out_backend_falls_back_fast_and_comes_back_when_it_recov
     registry.promote(zhipu_core.engine, saved_id(zhipu))
     key = zhipu_core.clients.create("shop", ClientRole.CLIENT).key
 
-    with served(zhipu_core) as base_url:
+    with served_in_thread(create_app(zhipu_core)) as base_url:
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10) as http:
             load = Load(http)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlmodel import Session, col, func, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -38,8 +37,9 @@ from core.wiring import Core
 from retrain.cycle import run_cycle
 from retrain.worker import ADVISORY_LOCK_KEY
 from tests.api.conftest import Key, body_of, issue, sign
-from tests.conftest import DATASET, PG_ADMIN_URL, make_settings, postgres_reachable
+from tests.conftest import DATASET, make_settings
 from tests.deploy.processes import Service, Services, environment, supervised
+from tests.support.loopback import postgres_reachable, scratch_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -62,16 +62,8 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for the module, dropped afterwards."""
     if not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"waimai_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

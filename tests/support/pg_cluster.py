@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.loopback import free_port
 
 INSTALLS = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
@@ -39,12 +40,6 @@ def bin_dir() -> Path:
     if initdb is None:
         raise ClusterUnavailable(f"no PostgreSQL binaries (nothing in {INSTALLS}, no initdb)")
     return Path(initdb).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tests.support.loopback import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_SCRIPT = REPO / "scripts" / "vllm_cpu_env.sh"
@@ -37,12 +38,6 @@ def vllm_python() -> Path:
         raise VllmUnavailable(f"{ENV_SCRIPT.name} failed:\n{detail[-2000:]}")
     python = Path(done.stdout.strip().splitlines()[-1])
     return python if python.is_absolute() else REPO / python
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
