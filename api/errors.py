@@ -8,11 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.schemas import ErrorResponse
+from core.db import STORE_OUTAGES
 from core.errors import (
     AppError,
     BackendUnavailable,
@@ -41,9 +40,6 @@ STATUS: dict[type[AppError], int] = {
     NoActiveModel: 503,
     StoreUnavailable: 503,
 }
-STORE_OUTAGES = (OperationalError, InterfaceError, PoolTimeout)
-"""What the store raises when it cannot be reached or has no connection to give: the request
-can succeed later, unchanged."""
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",

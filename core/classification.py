@@ -15,14 +15,14 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col
 
 from core import recording, registry
 from core.batching import Coalescer
 from core.config import ServingSettings
-from core.db import unit_of_work
-from core.errors import BackendUnavailable, Conflict, InvalidInput
+from core.db import STORE_OUTAGES, unit_of_work
+from core.errors import BackendUnavailable, Conflict, InvalidInput, StoreUnavailable
 from core.tables import ModelStatus, ModelVersion, Source
 from serving.base import BackendError, Classifier, Verdict
 
@@ -139,9 +139,7 @@ class ClassificationService:
         try:
             chain = self.chain()
         except SQLAlchemyError as error:
-            raise BackendUnavailable(
-                f"the store cannot be reached: {type(error).__name__}", code="store_unavailable"
-            ) from None
+            raise StoreUnavailable(f"the store cannot be reached: {type(error).__name__}") from None
         failures = []
         for version in chain:
             try:
@@ -228,7 +226,7 @@ class ClassificationService:
             try:
                 with unit_of_work(self._engine) as session:
                     return list(self._store(session, jobs))
-            except (OperationalError, InterfaceError) as error:
+            except STORE_OUTAGES as error:
                 # The store is out of reach, or the connection broke: the commit may even have
                 # happened. Storing each request again could store its reviews twice.
                 return [error] * len(jobs)

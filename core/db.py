@@ -9,9 +9,15 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, create_engine
 
 from core.config import DBSettings
+
+STORE_OUTAGES = (OperationalError, InterfaceError, PoolTimeout)
+"""What the store raises when it cannot be reached, lost the connection or has none to give:
+the same work can succeed later, unchanged."""
 
 
 def make_engine(db: DBSettings) -> Engine:
