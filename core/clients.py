@@ -56,6 +56,11 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def new_key() -> str:
+    """32 random bytes, URL-safe, with the prefix that says what it is."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
 def new_webhook_secret() -> str:
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
@@ -72,7 +77,7 @@ class ClientService:
             raise InvalidInput(
                 f"client name {name!r}: use 1-64 lower-case letters, digits, '_', '.' or '-'"
             )
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = new_key()
         secret = new_webhook_secret()
         try:
             with unit_of_work(self._engine) as session:
@@ -140,7 +145,7 @@ class ClientService:
         for ``grace`` more (zero: refused at once, e.g. for a leaked key)."""
         if grace < timedelta(0):
             raise InvalidInput("the grace period cannot be negative")
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = new_key()
         with unit_of_work(self._engine) as session:
             client = self._get(session, name)
             if client.revoked_at is not None:

@@ -46,11 +46,7 @@ class RetrainRequests:
     def _record(self, requested_by: str, reason: str, backend: str | None) -> RetrainTicket:
         with unit_of_work(self._engine) as session:
             _one_recorder_at_a_time(session)
-            pending = session.exec(
-                select(RetrainRequest)
-                .where(col(RetrainRequest.handled_at).is_(None))
-                .order_by(col(RetrainRequest.id))
-            ).first()
+            pending = _first_pending(session)
             if pending is not None:
                 return RetrainTicket(pending, new=False)
             request = RetrainRequest(requested_by=requested_by, reason=reason, backend=backend)
@@ -68,11 +64,7 @@ class RetrainRequests:
 
     def next_pending(self) -> RetrainRequest | None:
         with Session(self._engine) as session:
-            return session.exec(
-                select(RetrainRequest)
-                .where(col(RetrainRequest.handled_at).is_(None))
-                .order_by(col(RetrainRequest.id))
-            ).first()
+            return _first_pending(session)
 
     def finish(self, request_id: int, outcome: str) -> None:
         """Mark a request handled, with what came of it."""
@@ -98,6 +90,14 @@ class RetrainRequests:
             if last is not None:
                 query = query.where(col(LabelEvent.created_at) > last)
             return session.exec(query).one()
+
+
+def _first_pending(session: Session) -> RetrainRequest | None:
+    return session.exec(
+        select(RetrainRequest)
+        .where(col(RetrainRequest.handled_at).is_(None))
+        .order_by(col(RetrainRequest.id))
+    ).first()
 
 
 def _one_recorder_at_a_time(session: Session) -> None:
