@@ -125,6 +125,18 @@ class CharNgramTfidf:
         return cls(vocabulary=vocabulary, idf=idf, ngram_max=ngram_max)
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        docs, features, values = self.entries(texts)
+        row_starts = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(docs, minlength=len(texts)), out=row_starts[1:])
+        return sp.csr_matrix(
+            (values, features, row_starts), shape=(len(texts), len(self.vocabulary))
+        )
+
+    def entries(
+        self, texts: Sequence[str]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Floats]:
+        """The nonzero entries of ``transform(texts)`` as (row, column, value) arrays, in CSR
+        order."""
         docs, features = self._known_ngrams(texts)
         # Sorting (document, feature) keys yields the matrix in CSR order with repeats adjacent.
         keys, counts = np.unique(docs * len(self.vocabulary) + features, return_counts=True)
@@ -132,11 +144,7 @@ class CharNgramTfidf:
         values = (1.0 + np.log(counts)) * self.idf[features]
         norms = np.sqrt(np.bincount(docs, weights=values * values, minlength=len(texts)))
         values /= norms[docs]
-        row_starts = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(docs, minlength=len(texts)), out=row_starts[1:])
-        return sp.csr_matrix(
-            (values, features, row_starts), shape=(len(texts), len(self.vocabulary))
-        )
+        return docs, features, values
 
     def _known_ngrams(
         self, texts: Sequence[str]
@@ -158,7 +166,11 @@ class LinearModel:
     platt_c: float
 
     def positive_probability(self, texts: Sequence[str]) -> Floats:
-        scores = self.features.transform(texts) @ self.weights + self.bias
+        # x·w summed per row straight from the entries: building the sparse matrix would cost
+        # more than the product for the few reviews of a request.
+        docs, features, values = self.features.entries(texts)
+        products = values * self.weights[features]
+        scores = np.bincount(docs, weights=products, minlength=len(texts)) + self.bias
         result: Floats = 1.0 / (1.0 + np.exp(-(self.platt_a * scores + self.platt_c)))
         return result
 

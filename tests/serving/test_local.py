@@ -39,6 +39,14 @@ def model_on(texts: list[str], labels: list[int]) -> LinearModel:
     return LinearModel(features, weights, 0.0, 4.0, 0.0)
 
 
+def test_probabilities_match_the_matrix_product_of_the_features():
+    model = model_on(["好吃", "很好吃", "难吃", "太难吃了"], [1, 1, 0, 0])
+    texts = ["好吃好吃", "太难吃", "完全陌生的字", "很好吃，就是有点难吃"]
+    scores = model.features.transform(texts) @ model.weights + model.bias
+    expected = 1.0 / (1.0 + np.exp(-(model.platt_a * scores + model.platt_c)))
+    assert model.positive_probability(texts) == pytest.approx(expected)
+
+
 @pytest.fixture
 def artifact_root(tmp_path: Path) -> Path:
     model = model_on(["好吃", "很好吃", "难吃", "太难吃了"], [1, 1, 0, 0])
