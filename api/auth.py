@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
-from api.deps import CoreDep
 from core.clients import Caller
 from core.errors import PermissionDenied, RateLimited, Unauthenticated
+from core.wiring import Core
 
 
 class RateLimit:
@@ -47,19 +48,32 @@ _SECONDS = {"second": 1, "minute": 60, "hour": 3600}
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `waimai keys create`.")
+BEARER_SECURITY: dict[str, Any] = {"security": [{_bearer.scheme_name: []}]}
+"""``openapi_extra`` that documents the key for a route that calls ``authenticate`` itself."""
+
+
+def bearer_key(request: Request) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, read as HTTPBearer reads it."""
+    scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
+    return key if scheme.lower() == "bearer" and key else None
+
+
+async def authenticate(request: Request, key: str | None) -> Caller:
+    """The client holding ``key``, within its rate limit."""
+    if not key:
+        raise Unauthenticated("send the API key as 'Authorization: Bearer <key>'")
+    core: Core = request.app.state.core
+    caller = await core.clients.authenticate(key)
+    rate_limit: RateLimit = request.app.state.rate_limit
+    rate_limit.check(caller.name)
+    return caller
 
 
 async def authenticated(
     request: Request,
-    core: CoreDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    if credentials is None:
-        raise Unauthenticated("send the API key as 'Authorization: Bearer <key>'")
-    caller = await core.clients.authenticate(credentials.credentials)
-    rate_limit: RateLimit = request.app.state.rate_limit
-    rate_limit.check(caller.name)
-    return caller
+    return await authenticate(request, credentials.credentials if credentials else None)
 
 
 async def admin(caller: Annotated[Caller, Depends(authenticated)]) -> Caller:

@@ -153,6 +153,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         404: "No such resource (or not yours).",
         409: "The request contradicts the current state.",
+        415: "The body is not sent as JSON.",
         503: "No model can answer now, or the store cannot be reached (nothing was stored).",
     }
     return {

@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 
 from api import errors
 from api.auth import RateLimit
+from api.bodies import document_bodies
 from api.metrics import Metrics
 from api.middleware import BodyLimit, RequestMetrics
 from api.routes import bench, classify, feedback, health, models, reviews, stats, webhooks
@@ -64,6 +65,7 @@ def create_app(
     app.state.metrics = Metrics(core.classification)
     app.state.rate_limit = RateLimit(core.settings.api.rate_limit)
     errors.install(app)
+    document_bodies(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     for router in (classify, webhooks, feedback, reviews, stats, models, health):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -51,10 +52,11 @@ class Metrics:
         self.registry.register(_BackendErrors(classification))
 
     def classified(self, results: Iterable[Classified]) -> None:
-        for result in results:
-            self.predictions.labels(result.verdict.label.api_name, result.backend).inc()
-            if result.fallback:
-                self.fallbacks.labels(result.backend).inc()
+        answered = Tally((r.verdict.label.api_name, r.backend, r.fallback) for r in results)
+        for (label, backend, fallback), count in answered.items():
+            self.predictions.labels(label, backend).inc(count)
+            if fallback:
+                self.fallbacks.labels(backend).inc(count)
 
     def labelled(self, event: LabelEvent, *, revoked: bool = False) -> None:
         self.label_events.labels("revoked" if revoked else str(event.kind)).inc()

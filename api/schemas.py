@@ -4,7 +4,7 @@ Pydantic models that are also its OpenAPI schema (the stored things it shows: ap
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -105,20 +105,6 @@ class ReviewVerdict(BaseModel):
     model: ModelRef
     fallback: bool = Field(description="True when a fallback model answered.")
 
-    @classmethod
-    def of(cls, result: Classified, external_id: str | None) -> ReviewVerdict:
-        label = result.verdict.label
-        return cls(
-            review_id=result.review_id,
-            prediction_id=result.prediction_id,
-            external_id=external_id,
-            label=label_name(label),
-            label_zh=label_zh(label),
-            confidence=result.verdict.confidence,
-            model=ModelRef(version_id=result.model_version_id, backend=result.backend),
-            fallback=result.fallback,
-        )
-
 
 class ClassifyResponse(BaseModel):
     model_config = ConfigDict(
@@ -149,9 +135,20 @@ class WebhookResponse(ClassifyResponse):
     webhook_id: str
 
 
-def verdicts(results: list[Classified], reviews: list[ReviewIn]) -> list[ReviewVerdict]:
+def verdicts(results: list[Classified], reviews: list[ReviewIn]) -> list[dict[str, Any]]:
+    """The fields of each result's ReviewVerdict, for the response model to validate all at once
+    (one call into pydantic's core rather than two models built per review)."""
     return [
-        ReviewVerdict.of(result, review.external_id)
+        {
+            "review_id": result.review_id,
+            "prediction_id": result.prediction_id,
+            "external_id": review.external_id,
+            "label": label_name(result.verdict.label),
+            "label_zh": label_zh(result.verdict.label),
+            "confidence": result.verdict.confidence,
+            "model": {"version_id": result.model_version_id, "backend": result.backend},
+            "fallback": result.fallback,
+        }
         for result, review in zip(results, reviews, strict=True)
     ]
 

@@ -1,6 +1,6 @@
 """Coalescing: requests that arrive while batches are being processed go together into the next.
 
-At low load a request is processed at once (after one turn of the event loop); under load the
+At low load a request is processed at once (after two turns of the event loop); under load the
 requests that queued up meanwhile share one model call and one transaction, so the per-request
 cost of both shrinks as concurrency grows, with no timer to tune. Two batches may be in flight,
 so that one is classified while the other is being written.
@@ -16,6 +16,9 @@ Request = TypeVar("Request")
 Result = TypeVar("Result")
 
 Process = Callable[[list[Request]], Awaitable[list[Result | BaseException]]]
+
+GATHER_TURNS = 4
+"""The most extra turns of the event loop a batch waits for, while requests keep joining it."""
 
 
 class Coalescer(Generic[Request, Result]):
@@ -64,7 +67,7 @@ class Coalescer(Generic[Request, Result]):
 
     async def _drain(self) -> None:
         try:
-            await asyncio.sleep(0)
+            await self._gather()
             while self._pending:
                 batch = self._take()
                 try:
@@ -82,6 +85,17 @@ class Coalescer(Generic[Request, Result]):
             # No await since the queue was last seen empty: a request queued from now on
             # starts a worker of its own.
             self._draining -= 1
+
+    async def _gather(self) -> None:
+        """Let the event loop turn while requests keep joining the queue: under load, the
+        requests being read at this moment go into this batch rather than each into a small one
+        of its own (one model call and one commit for all of them)."""
+        await asyncio.sleep(0)
+        for _ in range(GATHER_TURNS):
+            queued = len(self._pending)
+            await asyncio.sleep(0)
+            if len(self._pending) == queued:
+                return
 
     def _take(self) -> list[tuple[Request, asyncio.Future[Result]]]:
         taken, total = 0, 0

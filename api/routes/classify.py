@@ -1,29 +1,43 @@
-"""``POST /v1/classify``: classify up to 256 reviews and store them with their predictions."""
+"""``POST /v1/classify``: classify up to 256 reviews and store them with their predictions.
+
+The busiest route reads its key and body itself: FastAPI's dependency and body handling cost
+more than classifying a review (about a third of a single-review request, measured).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from api.auth import CallerDep
-from api.deps import CoreDep, MetricsDep
+from api.auth import BEARER_SECURITY, authenticate, bearer_key
+from api.bodies import documented_body, json_body
 from api.errors import ERROR_RESPONSES, responses
+from api.metrics import Metrics
 from api.schemas import ClassifyRequest, ClassifyResponse, verdicts
 from core.tables import Source
+from core.wiring import Core
 
 router = APIRouter(prefix="/v1", tags=["classify"], responses=ERROR_RESPONSES)
 
 
-@router.post("/classify", responses=responses(409, 503))
-async def classify(
-    body: ClassifyRequest, caller: CallerDep, core: CoreDep, metrics: MetricsDep
-) -> ClassifyResponse:
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=responses(409, 415, 503),
+    openapi_extra=documented_body(ClassifyRequest) | BEARER_SECURITY,
+)
+async def classify(request: Request) -> Response:
     """Label each review 好评 (positive) or 差评 (negative).
 
     The reviews are stored with their predictions in one transaction: on any error nothing is
     stored. `fallback` is true where the active model failed and a fallback answered.
     """
+    caller = await authenticate(request, bearer_key(request))
+    body = await json_body(request, ClassifyRequest)
+    core: Core = request.app.state.core
     results = await core.classification.classify(
         [review.to_core() for review in body.reviews], source=Source.API, tenant=caller.name
     )
+    metrics: Metrics = request.app.state.metrics
     metrics.classified(results)
-    return ClassifyResponse(results=verdicts(results, body.reviews))
+    answer = ClassifyResponse.model_validate({"results": verdicts(results, body.reviews)})
+    return Response(answer.model_dump_json(), media_type="application/json")

@@ -80,8 +80,8 @@ async def receive_reviews(
 
     def respond(results: list[Classified]) -> dict[str, Any]:
         classified[:] = results
-        answer = WebhookResponse(
-            webhook_id=signed.webhook_id, results=verdicts(results, event.reviews)
+        answer = WebhookResponse.model_validate(
+            {"webhook_id": signed.webhook_id, "results": verdicts(results, event.reviews)}
         )
         return answer.model_dump(mode="json")
 

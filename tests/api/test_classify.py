@@ -90,6 +90,22 @@ async def test_malformed_json_is_a_422_in_the_same_shape(http, acme):
     assert response.json()["error"]["message"].startswith("body: not valid JSON")
 
 
+async def test_a_body_that_is_not_utf8_json_is_a_422_and_another_media_type_a_415(http, core, acme):
+    before = count(core, Review)
+    json_type = acme.headers | {"content-type": "application/json"}
+    latin1 = '{"reviews": [{"text": "très bon"}]}'.encode("latin-1")
+    response = await http.post("/v1/classify", content=latin1, headers=json_type)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("body: not valid JSON")
+    text_type = acme.headers | {"content-type": "text/plain"}
+    body = '{"reviews": [{"text": "好吃"}]}'.encode()
+    response = await http.post("/v1/classify", content=body, headers=text_type)
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert "application/json" in response.json()["error"]["message"]
+    assert count(core, Review) == before
+
+
 async def test_a_body_over_one_mib_is_a_413(http, core, acme):
     before = count(core, Review)
     big = {"reviews": [{"text": "好" * 2000} for _ in range(200)]}  # ~1.2 MB of UTF-8

@@ -1,6 +1,5 @@
 from fastapi import FastAPI
 
-from api.auth import authenticated
 from api.main import create_app
 from core.clients import Caller
 from core.tables import ClientRole
@@ -59,7 +58,12 @@ async def test_the_openapi_lists_every_endpoint_with_examples_and_auth(http):
     assert operations == PUBLIC
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     classify = spec["paths"]["/v1/classify"]["post"]
-    assert {"200", "401", "413", "422", "429", "503"} <= set(classify["responses"])
+    assert {"200", "401", "413", "415", "422", "429", "503"} <= set(classify["responses"])
+    body = classify["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ClassifyRequest"}
+    assert classify["security"] == [{"HTTPBearer": []}]
+    results = classify["responses"]["200"]["content"]["application/json"]["schema"]
+    assert results == {"$ref": "#/components/schemas/ClassifyResponse"}
     schemas = spec["components"]["schemas"]
     assert schemas["ClassifyRequest"]["examples"][0]["reviews"]
     assert schemas["ClassifyRequest"]["properties"]["reviews"]["maxItems"] == 256
@@ -78,20 +82,28 @@ async def test_the_bench_echo_exists_only_when_switched_on(core: Core, http):
         assert "/bench/echo" not in (await bench.get("/openapi.json")).json()["paths"]
 
 
-async def test_an_unreachable_store_is_a_503_with_its_code_on_every_path(tmp_path, caplog):
+async def test_an_unreachable_store_is_a_503_with_its_code_on_every_path(
+    tmp_path, caplog, monkeypatch
+):
     nowhere = Core(make_settings(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/none"))
     app = create_app(nowhere)
     review = {"reviews": [{"text": "送餐太慢了"}]}
     key = {"Authorization": "Bearer wmk_not-yet-verified"}
     async with client_for(app) as http:
         answers = {"key lookup": await http.post("/v1/classify", json=review, headers=key)}
-        app.dependency_overrides[authenticated] = lambda: Caller(1, "acme", ClientRole.CLIENT, ())
+
+        async def acme(_key: str) -> Caller:
+            return Caller(1, "acme", ClientRole.CLIENT, ())
+
+        monkeypatch.setattr(nowhere.clients, "authenticate", acme)
         answers |= {
-            "classify": await http.post("/v1/classify", json=review),
-            "feedback": await http.post("/v1/reviews/1/feedback", json={"label": "negative"}),
-            "undo": await http.delete("/v1/feedback/1"),
-            "review": await http.get("/v1/reviews/1"),
-            "stats": await http.get("/v1/stats"),
+            "classify": await http.post("/v1/classify", json=review, headers=key),
+            "feedback": await http.post(
+                "/v1/reviews/1/feedback", json={"label": "negative"}, headers=key
+            ),
+            "undo": await http.delete("/v1/feedback/1", headers=key),
+            "review": await http.get("/v1/reviews/1", headers=key),
+            "stats": await http.get("/v1/stats", headers=key),
             "readyz": await http.get("/readyz"),
         }
     for path, answer in answers.items():

@@ -38,6 +38,21 @@ def test_concurrent_requests_share_batches_and_get_their_own_results():
     assert sorted(n for batch in recorder.batches for n in batch) == list(range(100, 140))
 
 
+def test_requests_that_keep_arriving_turn_after_turn_join_one_batch():
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.process, max_weight=100, weight=lambda _: 1)
+
+    async def one_request_a_turn() -> Any:
+        submitted = []
+        for n in range(3):
+            submitted.append(asyncio.create_task(coalescer.submit(n)))
+            await asyncio.sleep(0)
+        return await asyncio.gather(*submitted)
+
+    assert asyncio.run(one_request_a_turn()) == [0, 2, 4]
+    assert recorder.batches == [[0, 1, 2]]
+
+
 def test_a_failure_reaches_only_its_own_request():
     coalescer = Coalescer(Recorder().process, max_weight=100, weight=lambda _: 1)
 
