@@ -10,7 +10,10 @@ against a bare ASGI echo on this machine, so it measured itself, not the server)
 - ``POST /v1/classify`` with 256 reviews a request (the target: ≥ 10,000 reviews/s);
 - that every acknowledged review is stored exactly once (counted in the store afterwards).
 
-    python -m bench.api_load [--seconds 8] [--concurrency 32] [--db-url URL]
+Echo and single-review classify take turns, in ``--turns`` slices each, so that the machine's
+drifts in speed (large here, from minute to minute) fall on both alike.
+
+    python -m bench.api_load [--seconds 8] [--turns 8] [--concurrency 32] [--db-url URL]
 """
 
 from __future__ import annotations
@@ -103,24 +106,42 @@ async def wait_until_up(base_url: str, server: subprocess.Popen[bytes]) -> None:
 
 async def drive(
     base_url: str,
-    path: str,
-    bodies: list[bytes],
-    headers: dict[str, str],
+    workloads: list[Workload],
     *,
     concurrency: int,
     seconds: float,
-    name: str,
-) -> Run:
-    """``concurrency`` workers post in a loop for ``seconds`` (after a one-second warm-up)."""
-    run = Run(name)
-    headers = headers | {"content-type": "application/json"}
+    turns: int = 1,
+) -> list[Run]:
+    """``concurrency`` workers post in a loop to each workload: first a one-second warm-up each,
+    then ``turns`` slices of ``seconds / turns`` each, the workloads taking turns, so that the
+    machine's drifts in speed fall on all of them alike."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as client:
-        load = Load(client, path, bodies, headers, run)
-        await load.for_(1.0, concurrency, measured=False)
-        run.seconds = await load.for_(seconds, concurrency, measured=True)
-    return run
+        loads = [
+            Load(
+                client,
+                w.path,
+                w.bodies,
+                w.headers | {"content-type": "application/json"},
+                Run(w.name),
+            )
+            for w in workloads
+        ]
+        for load in loads:
+            await load.for_(1.0, concurrency, measured=False)
+        for _ in range(turns):
+            for load in loads:
+                load.run.seconds += await load.for_(seconds / turns, concurrency, measured=True)
+    return [load.run for load in loads]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    bodies: list[bytes]
+    headers: dict[str, str]
 
 
 @dataclass
@@ -220,19 +241,28 @@ async def measure(args: argparse.Namespace, root: Path) -> list[Run]:
     try:
         await wait_until_up(base_url, server)
         singles = one_review_bodies(50_000)
-        common = {"concurrency": args.concurrency, "seconds": args.seconds}
-        echo = await drive(base_url, "/bench/echo", singles, {}, name="echo", **common)
-        classify = await drive(
-            base_url, "/v1/classify", singles, headers, name="classify, 1 review", **common
-        )
-        batch = await drive(
+        echo, classify = await drive(
             base_url,
-            "/v1/classify",
-            batch_bodies(64, args.batch_size),
-            headers,
+            [
+                Workload("echo", "/bench/echo", singles, {}),
+                Workload("classify, 1 review", "/v1/classify", singles, headers),
+            ],
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+            turns=args.turns,
+        )
+        (batch,) = await drive(
+            base_url,
+            [
+                Workload(
+                    f"classify, {args.batch_size} reviews",
+                    "/v1/classify",
+                    batch_bodies(64, args.batch_size),
+                    headers,
+                )
+            ],
             concurrency=args.batch_concurrency,
             seconds=args.seconds,
-            name=f"classify, {args.batch_size} reviews",
         )
     finally:
         server.terminate()
@@ -281,6 +311,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--turns", type=int, default=8, help="Slices in which echo and classify take turns"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batch-concurrency", type=int, default=4)
     parser.add_argument(
