@@ -20,7 +20,8 @@ _documented: dict[str, type[BaseModel]] = {}
 async def json_body(request: Request, model: type[Model]) -> Model:
     """``model`` read from the JSON body. Invalid JSON or fields raise the RequestValidationError
     of a declared body (422, naming the field); a body sent as another media type is a 415."""
-    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = media_type or "application/json"
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise HTTPException(
             415, f"send the body as JSON (Content-Type: application/json), not {media_type}"

@@ -104,6 +104,9 @@ async def test_a_body_that_is_not_utf8_json_is_a_422_and_another_media_type_a_41
     assert response.json()["error"]["code"] == "unsupported_media_type"
     assert "application/json" in response.json()["error"]["message"]
     assert count(core, Review) == before
+    for media_type in ({"content-type": "Application/JSON; charset=utf-8"}, {}):
+        response = await http.post("/v1/classify", content=body, headers=acme.headers | media_type)
+        assert response.status_code == 200, media_type
 
 
 async def test_a_body_over_one_mib_is_a_413(http, core, acme):
