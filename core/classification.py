@@ -224,7 +224,8 @@ class ClassificationService:
         """Run ``work`` against the store: in a worker thread for a networked store, so that its
         round trips do not stall the event loop; on the loop's own thread for SQLite, a library
         call whose Python side holds the GIL anyway (handing it to a thread and back cost about
-        a third of a single-review request, measured)."""
+        a third of a single-review request, measured). On SQLite, waiting for another writer's
+        lock therefore holds up the loop too."""
         if self._store_in_thread:
             return await asyncio.to_thread(work)
         return work()
