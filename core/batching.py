@@ -3,7 +3,7 @@
 At low load a request is processed at once (after two turns of the event loop); under load the
 requests that queued up meanwhile share one model call and one transaction, so the per-request
 cost of both shrinks as concurrency grows, with no timer to tune. Two batches may be in flight,
-so that one is classified while the other is being written.
+so that one is classified while the other waits on the store (or on a remote model).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy import select as sa_select
@@ -21,14 +21,12 @@ from sqlmodel import Session, col
 from core import recording, registry
 from core.batching import Coalescer
 from core.config import ServingSettings
-from core.db import STORE_OUTAGES, unit_of_work
+from core.db import STORE_OUTAGES, run_store_work, unit_of_work
 from core.errors import BackendUnavailable, Conflict, InvalidInput, StoreUnavailable
 from core.tables import ModelStatus, ModelVersion, Source
 from serving.base import BackendError, Classifier, Verdict
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 COALESCE_MAX_REVIEWS = 4096
 """The most reviews that concurrent requests put together into one model call."""
@@ -109,7 +107,6 @@ class ClassificationService:
         self.backend_errors: Counter[str] = Counter()
         """Failed model calls so far, by backend (for the metrics)."""
         self._chain: tuple[tuple[object, ...], list[ModelVersion]] | None = None
-        self._store_in_thread = engine.dialect.name != "sqlite"
         self._writing = threading.Lock()
         """One batch written at a time: on SQLite a second writer would wait in SQLite's busy
         handler, which sleeps in steps of up to 100 ms."""
@@ -176,7 +173,7 @@ class ClassificationService:
 
     async def _run_chain(self, texts: list[str]) -> _Run:
         failures = []
-        for position, version in enumerate(await self._at_store(self._current_chain)):
+        for position, version in enumerate(await run_store_work(self._engine, self._current_chain)):
             started = time.perf_counter()
             try:
                 classifier = self._backends.for_version(version)
@@ -217,18 +214,8 @@ class ClassificationService:
                 runs.append(_Run(run.version, run.verdicts[start:end], run.fallback, share_ms))
                 start = end
         ready = [(job, run) for job, run in zip(jobs, runs, strict=True) if isinstance(run, _Run)]
-        stored = iter(await self._at_store(lambda: self._store_all(ready)))
+        stored = iter(await run_store_work(self._engine, lambda: self._store_all(ready)))
         return [next(stored) if isinstance(run, _Run) else run for run in runs]
-
-    async def _at_store(self, work: Callable[[], T]) -> T:
-        """Run ``work`` against the store: in a worker thread for a networked store, so that its
-        round trips do not stall the event loop; on the loop's own thread for SQLite, a library
-        call whose Python side holds the GIL anyway (handing it to a thread and back cost about
-        a third of a single-review request, measured). On SQLite, waiting for another writer's
-        lock therefore holds up the loop too."""
-        if self._store_in_thread:
-            return await asyncio.to_thread(work)
-        return work()
 
     def _store_all(self, jobs: list[tuple[_Job, _Run]]) -> list[list[Classified] | BaseException]:
         with self._writing:

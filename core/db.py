@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
@@ -18,6 +19,20 @@ from core.config import DBSettings
 STORE_OUTAGES = (OperationalError, InterfaceError, PoolTimeout)
 """What the store raises when it cannot be reached, lost the connection or has none to give:
 the same work can succeed later, unchanged."""
+
+
+T = TypeVar("T")
+
+
+async def run_store_work(engine: Engine, work: Callable[[], T]) -> T:
+    """Run ``work`` against ``engine``'s store from async code: in a worker thread for a networked
+    store, so that its round trips do not stall the event loop; on the loop's own thread for
+    SQLite, a library call whose Python side holds the GIL anyway (handing it to a thread and back
+    cost about a third of a single-review classify request, measured). On SQLite, waiting for
+    another writer's lock therefore holds up the loop too."""
+    if engine.dialect.name == "sqlite":
+        return work()
+    return await asyncio.to_thread(work)
 
 
 def make_engine(db: DBSettings) -> Engine:

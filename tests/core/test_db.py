@@ -1,6 +1,8 @@
 """The engine's connections follow the DB__POOL_* and DB__CONNECT_TIMEOUT_S settings."""
 
+import asyncio
 import socket
+import threading
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import QueuePool
 
 from core.config import DBSettings
-from core.db import make_engine
+from core.db import make_engine, run_store_work
 
 
 def test_the_pool_is_sized_by_the_settings():
@@ -97,3 +99,23 @@ def test_a_server_that_never_answers_fails_the_connection_within_the_connect_tim
             pass
         assert time.monotonic() - started < 5
         engine.dispose()
+
+
+def test_store_work_runs_on_the_loop_for_sqlite_and_in_a_thread_for_a_networked_store(
+    db_url: str,
+):
+    engine = make_engine(DBSettings(url=db_url))
+
+    async def thread_of_the_work() -> tuple[int, int]:
+        def work() -> int:
+            with engine.connect() as connection:
+                assert connection.execute(text("SELECT 1")).scalar() == 1
+            return threading.get_ident()
+
+        return threading.get_ident(), await run_store_work(engine, work)
+
+    try:
+        loop_thread, work_thread = asyncio.run(thread_of_the_work())
+    finally:
+        engine.dispose()
+    assert (loop_thread == work_thread) == db_url.startswith("sqlite")
