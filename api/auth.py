@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
+from api.deps import core_of
 from core.clients import Caller
 from core.errors import PermissionDenied, RateLimited, Unauthenticated
-from core.wiring import Core
 
 
 class RateLimit:
@@ -62,8 +62,7 @@ async def authenticate(request: Request, key: str | None) -> Caller:
     """The client holding ``key``, within its rate limit."""
     if not key:
         raise Unauthenticated("send the API key as 'Authorization: Bearer <key>'")
-    core: Core = request.app.state.core
-    caller = await core.clients.authenticate(key)
+    caller = await core_of(request).clients.authenticate(key)
     rate_limit: RateLimit = request.app.state.rate_limit
     rate_limit.check(caller.name)
     return caller

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Request, Response
 
 from api.auth import BEARER_SECURITY, authenticate, bearer_key
 from api.bodies import documented_body, json_body
+from api.deps import core_of, metrics_of
 from api.errors import ERROR_RESPONSES, responses
-from api.metrics import Metrics
 from api.schemas import ClassifyRequest, ClassifyResponse, verdicts
 from core.tables import Source
-from core.wiring import Core
 
 router = APIRouter(prefix="/v1", tags=["classify"], responses=ERROR_RESPONSES)
 
@@ -33,11 +32,9 @@ async def classify(request: Request) -> Response:
     """
     caller = await authenticate(request, bearer_key(request))
     body = await json_body(request, ClassifyRequest)
-    core: Core = request.app.state.core
-    results = await core.classification.classify(
+    results = await core_of(request).classification.classify(
         [review.to_core() for review in body.reviews], source=Source.API, tenant=caller.name
     )
-    metrics: Metrics = request.app.state.metrics
-    metrics.classified(results)
+    metrics_of(request).classified(results)
     answer = ClassifyResponse.model_validate({"results": verdicts(results, body.reviews)})
     return Response(answer.model_dump_json(), media_type="application/json")
