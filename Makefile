@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test check lint format typecheck imports pytest bench install prepare model clean
-.PHONY: vllm-env test-vllm bench-vllm bench-backends bench-api lock bench-load
+.PHONY: vllm-env test-vllm bench-vllm bench-backends bench-api lock bench-load bench-loop bench-resolve
+.PHONY: bench-reviews
 
 # The API, and the Telegram bot when TELEGRAM__TOKEN is set (it says so when it is not).
 run: $(STAMP) model
@@ -77,6 +78,21 @@ bench-api: $(STAMP)
 # throughput, p50/p99 and errors by kind, and every acknowledged write stored exactly once.
 bench-load: $(STAMP)
 	$(BIN)/python -m bench.load
+
+# Label resolution (retrain.resolve.training_set) on a new PostgreSQL database (127.0.0.1:5432)
+# holding 1,000,000 reviews and as many human labels: seconds and peak RSS, cold and warm.
+bench-resolve: $(STAMP)
+	$(BIN)/python -m bench.resolve_scale
+
+# Single-review reads (core.reviews.get and GET /v1/reviews/{id}) on SQLite and on a new
+# PostgreSQL database (127.0.0.1:5432) holding 1,000,000 predictions: p50/p99, target p99 < 5 ms.
+bench-reviews: $(STAMP)
+	$(BIN)/python -m bench.review_reads
+
+# The learning loop on three domains, over the real API and the bot's core path: what one honest
+# client teaches its own model, and that lies reach nobody else; refreshes docs/loop.png.
+bench-loop: $(STAMP)
+	$(BIN)/python -m bench.loop
 
 # Remote backends against the fake Zhipu: a batch of 1,000, and a burst of 429s.
 bench-backends: $(STAMP)

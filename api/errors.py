@@ -148,6 +148,45 @@ ERROR_RESPONSES[429]["headers"] = {
 """Errors any authenticated endpoint may give (set on its router)."""
 
 
+def refusals(
+    status: int, description: str, examples: dict[str, tuple[str, str]]
+) -> dict[int | str, dict[str, Any]]:
+    """One error response described for an endpoint, with named examples (code, message) of
+    the errors it gives, so that a client generated from the schema knows them."""
+    shown = {
+        name: {"value": {"error": {"code": code, "message": message}}}
+        for name, (code, message) in examples.items()
+    }
+    return {
+        status: {
+            "model": ErrorResponse,
+            "description": description,
+            "content": {"application/json": {"examples": shown}},
+        }
+    }
+
+
+INVALID_REVIEWS = refusals(
+    422,
+    ERROR_RESPONSES[422]["description"]
+    + " A review text must hold readable characters: one that is empty once stripped, looks "
+    "like binary data (NUL or U+FFFD) or holds only control, format or space characters is "
+    "refused.",
+    {
+        "too_long": (
+            "invalid_input",
+            "reviews[3].text: String should have at most 2000 characters",
+        ),
+        "binary": ("invalid_input", "reviews[0].text looks like binary data, not a review"),
+        "unreadable": (
+            "invalid_input",
+            "reviews[0].text has no readable characters (only control or format characters)",
+        ),
+    },
+)
+"""The 422 of the routes that take reviews to classify."""
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The further errors an endpoint may give."""
     described = {

@@ -6,16 +6,84 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from api.schemas import LabelName, LabelZh, ModelRef, label_name, label_zh
+from core.feedback import Labelled, LabelledReview
+from core.label_rules import FATE_CODES, FateStatus
 from core.retrain_requests import RetrainTicket
 from core.reviews import ReviewRecord, Stats
 from core.tables import LabelEvent, LabelKind, ModelStatus, ModelVersion, Prediction, as_utc
 from serving.base import Label
 
+_FATE_EXAMPLE: dict[str, JsonValue] = {
+    "status": "pending",
+    "code": "awaiting_corroboration",
+    "reason": "teaches your own model now; joins the shared model once another tenant or an "
+    "admin gives the same label",
+    "own_view": True,
+    "trained": False,
+}
+
+
+class FateOut(BaseModel):
+    """What became of a label. Your labels always teach your own model ("your own view") at
+    the next retrain; they join the shared model, which serves everyone, only when an admin,
+    the dataset or another client gives the same label."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_FATE_EXAMPLE]})
+
+    status: FateStatus = Field(
+        description="`accepted`: it joins the shared model. `pending`: it teaches your own "
+        "model and waits for someone independent of you to agree. `held_back`: it does not "
+        "join the shared model (`code` and `reason` say why; it may still teach your own)."
+    )
+    code: str = Field(
+        description="Why, as one of a fixed set of codes: " + ", ".join(FATE_CODES) + ".",
+        json_schema_extra={"enum": list(FATE_CODES)},
+        examples=["awaiting_corroboration"],
+    )
+    reason: str = Field(
+        description="The same in an English sentence.", examples=[_FATE_EXAMPLE["reason"]]
+    )
+    own_view: bool = Field(description="Whether it teaches your own model.")
+    trained: bool = Field(
+        description="Whether the model answering your reviews now was trained after this "
+        "label (false until the next retrain)."
+    )
+
+    @classmethod
+    def of(cls, labelled: Labelled) -> FateOut:
+        fate = labelled.fate
+        return cls(
+            status=fate.status,
+            code=fate.code,
+            reason=fate.reason,
+            own_view=fate.own_view,
+            trained=labelled.trained,
+        )
+
 
 class LabelEventOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 42,
+                    "review_id": 12001,
+                    "label": "positive",
+                    "label_zh": "好评",
+                    "kind": "correction",
+                    "actor": "acme/shop-17",
+                    "prediction_id": 310,
+                    "created_at": "2026-11-28T02:15:00Z",
+                    "revoked_at": None,
+                    "fate": _FATE_EXAMPLE,
+                }
+            ]
+        }
+    )
+
     id: int
     review_id: int
     label: LabelName
@@ -25,9 +93,13 @@ class LabelEventOut(BaseModel):
     prediction_id: int | None
     created_at: datetime
     revoked_at: datetime | None
+    fate: FateOut | None = Field(
+        description="What became of the label, by the rules the next retrain applies; null "
+        "for a revoked label."
+    )
 
     @classmethod
-    def of(cls, event: LabelEvent) -> LabelEventOut:
+    def of(cls, event: LabelEvent, labelled: Labelled | None = None) -> LabelEventOut:
         label = Label(event.label)
         return cls(
             id=event.id or 0,
@@ -39,7 +111,24 @@ class LabelEventOut(BaseModel):
             prediction_id=event.prediction_id,
             created_at=as_utc(event.created_at),
             revoked_at=as_utc(event.revoked_at) if event.revoked_at else None,
+            fate=FateOut.of(labelled) if labelled is not None and not event.revoked_at else None,
         )
+
+    @classmethod
+    def stored(cls, labelled: Labelled) -> LabelEventOut:
+        return cls.of(labelled.event, labelled)
+
+
+class LabelsOut(BaseModel):
+    labels: list[LabelEventOut] = Field(description="The labels stored, in the order sent.")
+
+    @classmethod
+    def of(cls, stored: list[Labelled]) -> LabelsOut:
+        return cls(labels=[LabelEventOut.stored(labelled) for labelled in stored])
+
+
+class LabelsWebhookResponse(LabelsOut):
+    webhook_id: str
 
 
 class PredictionOut(BaseModel):
@@ -99,11 +188,16 @@ class ReviewOut(BaseModel):
 
 
 class ReviewDetail(ReviewOut):
-    labels: list[LabelEventOut] = Field(description="Every human label, revoked ones included.")
+    labels: list[LabelEventOut] = Field(
+        description="Every human label, revoked ones included, oldest first, each with its fate."
+    )
 
     @classmethod
-    def of_history(cls, record: ReviewRecord, history: list[LabelEvent]) -> ReviewDetail:
-        return cls(**cls.fields_of(record), labels=[LabelEventOut.of(e) for e in history])
+    def of_labelled(cls, review: LabelledReview) -> ReviewDetail:
+        return cls(
+            **cls.fields_of(review.record),
+            labels=[LabelEventOut.of(event, labelled) for event, labelled in review.labels],
+        )
 
 
 class ReviewPage(BaseModel):

@@ -10,6 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.classification import Classified, ReviewInput
 from core.errors import InvalidInput
+from core.feedback import LabelInput
+from core.labels import parse_label
 from core.tables import as_utc
 from serving.base import Label
 
@@ -40,7 +42,16 @@ class _Strict(BaseModel):
 
 
 class ReviewIn(_Strict):
-    text: Text = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["送餐太慢了，菜都凉了"])
+    text: Text = Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="The review as the customer wrote it, up to 2,000 characters. It must be "
+        "text with readable characters: one that is empty once stripped, looks like binary "
+        "data (holds NUL or U+FFFD) or has only control, format or space characters is "
+        "refused with a 422 naming it (`reviews[0].text looks like binary data, not a "
+        "review`).",
+        examples=["送餐太慢了，菜都凉了"],
+    )
     external_id: str | None = Field(
         default=None,
         min_length=1,
@@ -153,6 +164,9 @@ def verdicts(results: list[Classified], reviews: list[ReviewIn]) -> list[dict[st
     ]
 
 
+MAX_LABELS = 1000
+
+
 class FeedbackRequest(_Strict):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"label": "negative", "actor": "reviewer-7"}]}
@@ -164,7 +178,9 @@ class FeedbackRequest(_Strict):
         min_length=1,
         max_length=63,
         pattern=ID_PATTERN,
-        description="Who at your end gave the label; recorded as '<client>/<actor>'.",
+        description="Who at your end gave the label (one of your merchants or reviewers); "
+        "recorded as '<client>/<actor>'. All of a client's actors are one labeller: they share "
+        "the client's trust, and each one's label counts as the client's.",
     )
     prediction_id: int | None = Field(
         default=None,
@@ -172,6 +188,61 @@ class FeedbackRequest(_Strict):
         le=MAX_ID,
         description="The prediction answered (default: the review's latest).",
     )
+
+    def to_core(self, client: str, review_id: int) -> LabelInput:
+        """The label as the core takes it, given by ``client`` (the key's name)."""
+        actor = client if self.actor is None else f"{client}/{self.actor}"
+        return LabelInput(review_id, parse_label(self.label), actor, self.prediction_id)
+
+
+class LabelIn(FeedbackRequest):
+    """One label of a batch: the review it labels and what `POST /v1/reviews/{id}/feedback`
+    takes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"review_id": 12001, "label": "positive", "actor": "shop-17"}]
+        }
+    )
+
+    review_id: int = Field(ge=1, le=MAX_ID, description="A review of yours (any, for admins).")
+
+
+class LabelsRequest(_Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "labels": [
+                        {"review_id": 12001, "label": "positive", "actor": "shop-17"},
+                        {"review_id": 12002, "label": "negative", "prediction_id": 311},
+                    ]
+                }
+            ]
+        }
+    )
+
+    labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS)
+
+    def to_core(self, client: str) -> list[LabelInput]:
+        return [item.to_core(client, item.review_id) for item in self.labels]
+
+
+class LabelsWebhookEvent(LabelsRequest):
+    """The body of a signed delivery of labels."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "labels.created",
+                    "labels": [{"review_id": 12001, "label": "positive", "actor": "shop-17"}],
+                }
+            ]
+        }
+    )
+
+    type: Literal["labels.created"] = "labels.created"
 
 
 class RetrainIn(_Strict):

@@ -6,6 +6,7 @@ from typing import Literal
 
 from aiogram.types import User
 
+from core.label_rules import Fate
 from serving.base import Label
 
 Lang = Literal["zh", "en"]
@@ -114,6 +115,56 @@ _TEXTS: dict[str, tuple[str, str]] = {
     ),
 }
 
+_FATES: dict[str, tuple[str, str]] = {
+    "admin": (
+        "已记录：管理员的标注，直接进入共享模型。",
+        "Recorded: an admin's label joins the shared model.",
+    ),
+    "admin_agrees": (
+        "已记录：管理员给了相同的标注，会进入共享模型。",
+        "Recorded: an admin gave the same label, so it joins the shared model.",
+    ),
+    "dataset_agrees": (
+        "已记录：和数据集的标注一致，会进入共享模型。",
+        "Recorded: it agrees with the dataset, so it joins the shared model.",
+    ),
+    "corroborated": (
+        "已记录：{n} 个商家给了相同的标注，会进入共享模型。",
+        "Recorded: {n} merchants gave the same label, so it joins the shared model.",
+    ),
+    "awaiting_corroboration": (
+        "已记录：会用于训练你自己的模型；有其他商家或管理员同意后再进入共享模型。",
+        "Recorded: it will train your own model; it joins the shared model once another "
+        "merchant or an admin agrees.",
+    ),
+    "contradicts_admin": (
+        "已记录：管理员对这条评论的标注不同，只用于训练你自己的模型。",
+        "Recorded: an admin labelled this review otherwise, so it trains your own model only.",
+    ),
+    "contradicts_dataset": (
+        "已记录：数据集对这条评论的标注不同，只用于训练你自己的模型。",
+        "Recorded: the dataset labels this review otherwise, so it trains your own model only.",
+    ),
+    "conflict": (
+        "已记录：商家们对这条评论看法不一（已报告给管理员），只用于训练你自己的模型。",
+        "Recorded: merchants disagree on this review (reported to the admins), so it trains "
+        "your own model only.",
+    ),
+    "flagged": (
+        "已记录：你的标注常和其他证据不一致（可信度 {trust:.0%}），只用于训练你自己的模型。",
+        "Recorded: your labels often disagree with other evidence (trust {trust:.0%}), so they "
+        "train your own model only.",
+    ),
+    "holdout": (
+        "已记录：这条评论属于冻结的留出测试集，不会用于训练任何模型。",
+        "Recorded: this review is in the frozen holdout, which no model ever trains on.",
+    ),
+    "superseded": (
+        "已被你之后对这条评论的标注取代。",
+        "Replaced by a later label of yours on this review.",
+    ),
+}
+
 _ERRORS: dict[str, tuple[str, str]] = {
     "not_admitted": (
         "抱歉，这个机器人只对受邀商家开放。请向管理员索取邀请链接。",
@@ -177,6 +228,12 @@ def lang_of(user: User | None) -> Lang:
 def t(key: str, lang: Lang, **params: object) -> str:
     zh, en = _TEXTS[key]
     return (en if lang == "en" else zh).format(**params)
+
+
+def fate(fate: Fate, lang: Lang) -> str:
+    """What became of a label: whose model it teaches, and why."""
+    zh, en = _FATES[fate.code]
+    return (en if lang == "en" else zh).format(n=fate.n, trust=fate.trust)
 
 
 def error(code: str, lang: Lang, *, detail: str, **limits: float) -> str:

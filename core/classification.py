@@ -9,7 +9,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Protocol
 
@@ -23,7 +23,8 @@ from core.batching import Coalescer
 from core.config import ServingSettings
 from core.db import STORE_OUTAGES, run_store_work, unit_of_work
 from core.errors import BackendUnavailable, Conflict, InvalidInput, StoreUnavailable
-from core.tables import ModelStatus, ModelVersion, Source
+from core.tables import ModelStatus, ModelVersion, Source, TenantView
+from core.tenant_views import TenantViews
 from serving.base import BackendError, Classifier, Verdict
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ _ACTIVE_STAMP = sa_select(col(ModelVersion.id), col(ModelVersion.promoted_at)).w
 
 class VersionLoader(Protocol):
     def for_version(self, version: ModelVersion) -> Classifier: ...
+    def for_view(self, view: TenantView) -> Classifier: ...
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class Classified:
     model_version_id: int
     backend: str
     fallback: bool
+    tenant_view_id: int | None = None
+    """The tenant's own view that answered, if one did (``model_version_id`` is then the shared
+    version it stands in front of)."""
 
 
 StoreHook = Callable[[Session, list[Classified]], None]
@@ -78,6 +83,7 @@ class _Run:
     verdicts: list[Verdict]
     fallback: bool
     latency_ms: float
+    view_id: int | None = None
 
 
 def clean_text(text: str, index: int, max_chars: int) -> str:
@@ -100,8 +106,15 @@ def clean_text(text: str, index: int, max_chars: int) -> str:
 
 
 class ClassificationService:
-    def __init__(self, engine: Engine, backends: VersionLoader, settings: ServingSettings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        backends: VersionLoader,
+        settings: ServingSettings,
+        views: TenantViews | None = None,
+    ) -> None:
         self._engine = engine
+        self._views = views
         self._backends = backends
         self._settings = settings
         self.backend_errors: Counter[str] = Counter()
@@ -171,9 +184,29 @@ class ClassificationService:
             self._chain = (stamp, self.chain())
         return self._chain[1]
 
-    async def _run_chain(self, texts: list[str]) -> _Run:
+    def _routes(self) -> tuple[list[ModelVersion], dict[str, TenantView]]:
+        """The chain, and the tenants' views (served only while the CPU model is the shared one)."""
+        chain = self._current_chain()
+        if self._views is None or chain[0].backend != "local":
+            return chain, {}
+        return chain, self._views.active()
+
+    async def _run_chain(
+        self, texts: list[str], chain: list[ModelVersion], view: TenantView | None = None
+    ) -> _Run:
         failures = []
-        for position, version in enumerate(await run_store_work(self._engine, self._current_chain)):
+        if view is not None:
+            started = time.perf_counter()
+            try:
+                verdicts = await self._backends.for_view(view).classify(texts)
+            except (BackendError, OSError, ValueError) as error:
+                log.warning("the view of tenant %s failed: %s", view.tenant, error)
+                self.backend_errors["local"] += 1
+            else:
+                if len(verdicts) == len(texts):
+                    elapsed = (time.perf_counter() - started) * 1000
+                    return _Run(chain[0], verdicts, False, elapsed, view.id)
+        for position, version in enumerate(chain):
             started = time.perf_counter()
             try:
                 classifier = self._backends.for_version(version)
@@ -192,30 +225,47 @@ class ClassificationService:
         raise BackendUnavailable("no model could classify the reviews: " + "; ".join(failures))
 
     async def _classify_jobs(self, jobs: list[_Job]) -> list[list[Classified] | BaseException]:
-        """One model call for all the jobs (one per job if that fails), then one transaction."""
+        """One model call per view (usually one: the shared model), one per job if that fails;
+        then one transaction for all."""
+        chain, views = await run_store_work(self._engine, self._routes)
+        groups: dict[int | None, list[int]] = {}
+        for i, job in enumerate(jobs):
+            view = views.get(job.tenant)
+            groups.setdefault(view.id if view else None, []).append(i)
+        runs: list[_Run | BaseException] = [BaseException()] * len(jobs)
+        for indices in groups.values():
+            group = [jobs[i] for i in indices]
+            view = views.get(group[0].tenant)
+            for i, run in zip(indices, await self._run_group(group, chain, view), strict=True):
+                runs[i] = run
+        ready = [(job, run) for job, run in zip(jobs, runs, strict=True) if isinstance(run, _Run)]
+        stored = iter(await run_store_work(self._engine, lambda: self._store_all(ready)))
+        return [next(stored) if isinstance(run, _Run) else run for run in runs]
+
+    async def _run_group(
+        self, jobs: list[_Job], chain: list[ModelVersion], view: TenantView | None
+    ) -> list[_Run | BaseException]:
         texts = [text for job in jobs for text in job.texts]
-        runs: list[_Run | BaseException]
         try:
-            run = await self._run_chain(texts)
+            run = await self._run_chain(texts, chain, view)
         except BackendUnavailable as error:
             if len(jobs) == 1:
                 return [error]
             # One review may be what the backend chokes on: try each request on its own.
-            runs = list(
+            return list(
                 await asyncio.gather(
-                    *(self._run_chain(job.texts) for job in jobs), return_exceptions=True
+                    *(self._run_chain(job.texts, chain, view) for job in jobs),
+                    return_exceptions=True,
                 )
             )
-        else:
-            runs, start = [], 0
-            for job in jobs:
-                end = start + len(job.texts)
-                share_ms = run.latency_ms * len(job.texts) / len(texts)
-                runs.append(_Run(run.version, run.verdicts[start:end], run.fallback, share_ms))
-                start = end
-        ready = [(job, run) for job, run in zip(jobs, runs, strict=True) if isinstance(run, _Run)]
-        stored = iter(await run_store_work(self._engine, lambda: self._store_all(ready)))
-        return [next(stored) if isinstance(run, _Run) else run for run in runs]
+        runs: list[_Run | BaseException] = []
+        start = 0
+        for job in jobs:
+            end = start + len(job.texts)
+            share_ms = run.latency_ms * len(job.texts) / len(texts)
+            runs.append(replace(run, verdicts=run.verdicts[start:end], latency_ms=share_ms))
+            start = end
+        return runs
 
     def _store_all(self, jobs: list[tuple[_Job, _Run]]) -> list[list[Classified] | BaseException]:
         with self._writing:
@@ -266,6 +316,7 @@ class ClassificationService:
                         run.version,
                         run.fallback,
                         run.latency_ms / len(run.verdicts),
+                        run.view_id,
                     )
                     for job, run in jobs
                     for item, text, verdict in zip(job.items, job.texts, run.verdicts, strict=True)
@@ -284,6 +335,7 @@ class ClassificationService:
                     model_version_id=run.version.id,
                     backend=run.version.backend,
                     fallback=run.fallback,
+                    tenant_view_id=run.view_id,
                 )
                 for (review_id, prediction_id), text, verdict in zip(
                     islice(ids, len(job.texts)), job.texts, run.verdicts, strict=True

@@ -51,6 +51,8 @@ class LocalModelSettings(BaseModel):
     dir: Path = Path("models/local")
     """Artifacts are written here and loaded only from here."""
     ngram_max: int = Field(default=4, ge=1, le=6)
+    views_loaded: int = Field(default=16, ge=1)
+    """Tenants' own views kept in memory (~40 MB each); others load again when next used."""
 
 
 class ZhipuSettings(BaseModel):
@@ -160,15 +162,24 @@ class RetrainSettings(BaseModel):
     timezone: str = "Asia/Shanghai"
     label_threshold: int = Field(default=200, ge=1)
     """A retrain also starts once this many human labels arrived since the active model."""
-    check_every_minutes: float = Field(default=5.0, gt=0)
+    check_every_s: float = Field(default=10.0, gt=0)
+    """How often the worker looks for retrain requests and counts new labels (two small
+    queries), so that a threshold reached is acted on within seconds."""
     leader_retry_s: float = Field(default=15.0, gt=0)
     """How often a worker that is not the leader tries to become it."""
     quorum: int = Field(default=2, ge=1)
-    trusted_at: float = Field(default=0.8, ge=0, le=1)
-    """A merchant whose labels agree this often (smoothed) is trusted on their own."""
-    daily_cap: int = Field(default=500, ge=1)
-    burst_limit: int = Field(default=100, ge=1)
-    """More corrections than this from one actor in a day are held back as a burst."""
+    """How many tenants must give a label before it joins the shared model without an admin
+    or the dataset behind it (1: every tenant's labels join it, for a single-tenant install)."""
+    flag_below: float = Field(default=0.6, ge=0, le=1)
+    """A tenant whose labels agree less often than this with independent evidence is flagged."""
+    min_evidence: int = Field(default=10, ge=1)
+    """How many of a tenant's labels must have independent evidence before it can be flagged."""
+    implicit_confirmations: bool = True
+    """A verdict a tenant was shown before its latest label, and left alone, counts as a
+    confirmation in that tenant's own view."""
+    view_margin: float = Field(default=0.02, ge=0)
+    """A tenant's own view may be at most this much less accurate on the holdout than the
+    shared model, or it is not served."""
     margin: float = Field(default=0.005, ge=0)
     """A candidate may be at most this much less accurate than the active model."""
     alpha: float = Field(default=0.05, gt=0, lt=1)

@@ -275,6 +275,7 @@ def _import(session: Session, rows: list[tuple[Split, tuple[int, str, Label]]]) 
     session.add_all(
         LabelEvent(
             review_id=saved_id(review),
+            text_hash=review.text_hash,
             label=int(label),
             actor=DATASET_ACTOR,
             channel=Source.DATASET,

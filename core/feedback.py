@@ -2,31 +2,79 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from core import reviews
+from core.config import RetrainSettings
 from core.db import unit_of_work
-from core.errors import Conflict, NotFound, PermissionDenied
+from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from core.label_rules import ADMINS, SUPERSEDED, Fate, Vote, judge
 from core.tables import (
     Actor,
     ActorRole,
     LabelEvent,
     LabelKind,
+    Labeller,
+    ModelStatus,
+    ModelVersion,
     Prediction,
     Review,
+    Snapshot,
     Source,
+    Split,
+    TenantView,
     as_utc,
+    saved_id,
     utcnow,
 )
 from serving.base import Label
 
 
+@dataclass(frozen=True)
+class LabelInput:
+    """One label of a bulk request."""
+
+    review_id: int
+    label: Label
+    actor: str
+    prediction_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A stored label and what became of it."""
+
+    event: LabelEvent
+    fate: Fate
+    trained: bool
+    """Whether a model answering the labeller now was trained with it."""
+
+
+StoreHook = Callable[[Session, list[Labelled]], None]
+"""Called inside the labels' transaction once they are flushed (e.g. to store a webhook's
+response with them): if it raises, nothing is stored."""
+
+
+@dataclass(frozen=True)
+class LabelledReview:
+    """A review with every human label (revoked ones included, oldest first) and the fate of
+    each live one."""
+
+    record: reviews.ReviewRecord
+    labels: list[tuple[LabelEvent, Labelled | None]]
+    """Each label with what became of it; ``None`` for a revoked label."""
+
+
 class FeedbackService:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, rules: RetrainSettings | None = None) -> None:
         self._engine = engine
+        self._rules = rules or RetrainSettings()
 
     def record(
         self,
@@ -38,30 +86,111 @@ class FeedbackService:
         tenant: str | None = None,
         prediction_id: int | None = None,
         role: ActorRole = ActorRole.MERCHANT,
-    ) -> LabelEvent:
+    ) -> Labelled:
         """Append a label for a review; it confirms or corrects the prediction it answers.
 
         ``tenant`` limits the caller to its own reviews; ``prediction_id`` names the prediction
         being answered (default: the review's latest). Earlier labels by the same actor stay;
-        the latest counts. ``role`` is what the front door knows of the actor (admins are
-        trusted by the learning loop).
+        the latest counts. ``role`` is what the front door knows of the actor (admins' labels
+        join the shared model at once).
         """
+        (labelled,) = self._record(
+            [LabelInput(review_id, label, actor, prediction_id)],
+            channel=channel,
+            tenant=tenant,
+            role=role,
+            numbered=False,
+        )
+        return labelled
+
+    def record_many(
+        self,
+        labels: Sequence[LabelInput],
+        *,
+        channel: Source,
+        tenant: str | None = None,
+        role: ActorRole = ActorRole.MERCHANT,
+        on_stored: StoreHook | None = None,
+    ) -> list[Labelled]:
+        """Append many labels in one transaction: all are stored, or none (the error names the
+        first one that could not be, as ``labels[i]``). ``on_stored`` runs in that transaction,
+        after them."""
+        return self._record(
+            labels, channel=channel, tenant=tenant, role=role, on_stored=on_stored, numbered=True
+        )
+
+    def _record(
+        self,
+        labels: Sequence[LabelInput],
+        *,
+        channel: Source,
+        tenant: str | None,
+        role: ActorRole,
+        numbered: bool,
+        on_stored: StoreHook | None = None,
+    ) -> list[Labelled]:
+        if not labels:
+            raise InvalidInput("no labels given")
         with unit_of_work(self._engine) as session:
-            _own_review(session, review_id, tenant)
-            _remember_actor(session, actor, role)
-            prediction = _answered_prediction(session, review_id, prediction_id)
-            confirms = prediction is not None and prediction.label == int(label)
-            event = LabelEvent(
-                review_id=review_id,
-                label=int(label),
-                actor=actor,
-                channel=channel,
-                kind=LabelKind.CONFIRMATION if confirms else LabelKind.CORRECTION,
-                prediction_id=prediction.id if prediction is not None else None,
-            )
-            session.add(event)
+            events = []
+            for actor in sorted({item.actor for item in labels}):
+                _remember_actor(session, actor, role)
+            for index, item in enumerate(labels):
+                where = f"labels[{index}]: " if numbered else ""
+                try:
+                    review = _own_review(session, item.review_id, tenant)
+                    prediction = _answered_prediction(session, item.review_id, item.prediction_id)
+                except NotFound as error:
+                    raise NotFound(where + error.message) from None
+                confirms = prediction is not None and prediction.label == int(item.label)
+                events.append(
+                    LabelEvent(
+                        review_id=item.review_id,
+                        text_hash=review.text_hash,
+                        label=int(item.label),
+                        actor=item.actor,
+                        channel=channel,
+                        kind=LabelKind.CONFIRMATION if confirms else LabelKind.CORRECTION,
+                        prediction_id=prediction.id if prediction is not None else None,
+                    )
+                )
+            session.add_all(events)
             session.flush()
-            return event
+            fates = _fates(session, {e.text_hash for e in events}, self._rules.quorum)
+            upto = _trained_upto(session, tenant)
+            labelled = [
+                Labelled(event, fates[saved_id(event)], saved_id(event) <= upto) for event in events
+            ]
+            if on_stored is not None:
+                on_stored(session, labelled)
+            return labelled
+
+    def fates(self, review_id: int) -> dict[int, Labelled]:
+        """What became of each label of a review (revoked labels have none), by event id."""
+        with Session(self._engine) as session:
+            review = session.get(Review, review_id)
+            if review is None:
+                raise NotFound(f"review {review_id} does not exist")
+            return self._fates_of(session, review)
+
+    def review(self, review_id: int, *, tenant: str | None = None) -> LabelledReview:
+        """One review (NotFound outside ``tenant``) with its labels and their fates, read in
+        one session."""
+        with Session(self._engine) as session:
+            record = reviews.get_in(session, review_id, tenant=tenant)
+            history = reviews.history_in(session, review_id)
+            fates = self._fates_of(session, record.review) if history else {}
+        return LabelledReview(record, [(event, fates.get(saved_id(event))) for event in history])
+
+    def _fates_of(self, session: Session, review: Review) -> dict[int, Labelled]:
+        fates = _fates(session, {review.text_hash}, self._rules.quorum)
+        events = session.exec(
+            select(LabelEvent).where(
+                col(LabelEvent.id).in_(list(fates)), LabelEvent.review_id == review.id
+            )
+        ).all()
+        upto = _trained_upto(session, review.tenant)
+        return {saved_id(e): Labelled(e, fates[saved_id(e)], saved_id(e) <= upto) for e in events}
 
     def revoke(
         self,
@@ -122,3 +251,63 @@ def _answered_prediction(
             raise NotFound(f"prediction {prediction_id} of review {review_id} does not exist")
         return prediction
     return session.exec(query.order_by(col(Prediction.id).desc())).first()
+
+
+def _fates(session: Session, text_hashes: set[str], quorum: int) -> dict[int, Fate]:
+    """The fate of every live human label of these texts, by the rules the loop trains with
+    (``core.label_rules``), with each tenant's trust as the last resolution measured it."""
+    rows = session.exec(
+        select(LabelEvent, Review.tenant, Actor.role)
+        .join(Review, col(Review.id) == LabelEvent.review_id)
+        .outerjoin(Actor, col(Actor.name) == LabelEvent.actor)
+        .where(col(LabelEvent.text_hash).in_(sorted(text_hashes)))
+        .where(col(LabelEvent.revoked_at).is_(None))
+        .order_by(col(LabelEvent.id))
+    ).all()
+    dataset: dict[str, Label] = {}
+    holdout: set[str] = set()
+    votes: dict[str, dict[str, Vote]] = {}
+    fates: dict[int, Fate] = {}
+    for event, tenant, role in rows:
+        if event.kind == LabelKind.IMPORT:
+            if event.split == Split.TEST:
+                holdout.add(event.text_hash)
+            dataset.setdefault(event.text_hash, Label(event.label))
+            continue
+        principal = ADMINS if role == ActorRole.ADMIN else tenant
+        earlier = votes.setdefault(event.text_hash, {}).get(principal)
+        if earlier is not None:
+            fates[earlier.event_id] = SUPERSEDED
+        votes[event.text_hash][principal] = Vote(saved_id(event), principal, Label(event.label))
+    principals = {p for by in votes.values() for p in by}
+    labellers = session.exec(select(Labeller).where(col(Labeller.tenant).in_(principals))).all()
+    for key, by_principal in votes.items():
+        judgement = judge(
+            list(by_principal.values()),
+            dataset=None if key in holdout else dataset.get(key),
+            holdout=key in holdout,
+            flagged={row.tenant for row in labellers if row.flagged},
+            trust={row.tenant: row.trust for row in labellers},
+            quorum=quorum,
+        )
+        fates |= judgement.fates
+    return fates
+
+
+def _trained_upto(session: Session, tenant: str | None) -> int:
+    """The newest label the model answering ``tenant`` now (its own view, else the shared
+    model) was trained with."""
+    if tenant is not None:
+        view = session.exec(
+            select(TenantView.last_label_event_id).where(
+                TenantView.tenant == tenant, TenantView.status == ModelStatus.ACTIVE
+            )
+        ).first()
+        if view is not None:
+            return view
+    manifest = session.exec(
+        select(Snapshot.manifest)
+        .join(ModelVersion, col(ModelVersion.snapshot) == Snapshot.content_hash)
+        .where(ModelVersion.status == ModelStatus.ACTIVE)
+    ).first()
+    return 0 if manifest is None else int(manifest.get("last_label_event_id", 0))

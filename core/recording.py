@@ -42,6 +42,7 @@ class Entry:
     version: ModelVersion
     fallback: bool
     latency_ms: float
+    tenant_view_id: int | None = None
 
 
 def record(session: Session, entries: Sequence[Entry]) -> list[tuple[int, int]]:
@@ -61,6 +62,7 @@ def record(session: Session, entries: Sequence[Entry]) -> list[tuple[int, int]]:
                 "confidence": entry.verdict.confidence,
                 "latency_ms": entry.latency_ms,
                 "fallback": entry.fallback,
+                "tenant_view_id": entry.tenant_view_id,
                 "created_at": now,
             }
             for entry, review_id in zip(entries, reviews, strict=True)

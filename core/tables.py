@@ -96,6 +96,8 @@ class Prediction(SQLModel, table=True):
     confidence: float | None = None
     latency_ms: float
     fallback: bool = False
+    tenant_view_id: int | None = Field(default=None, foreign_key="tenant_view.id")
+    """The tenant's own view that answered, when one did (see TenantView)."""
     created_at: datetime = _timestamp(index=True)
 
 
@@ -106,6 +108,8 @@ class LabelEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     review_id: int = Field(foreign_key="review.id", index=True)
+    text_hash: str = Field(default="", max_length=64, index=True)
+    """The review's normalized-text hash: finds every label of the same text."""
     label: int
     actor: str = Field(max_length=128, index=True)
     channel: Source = Field(sa_type=String(16))
@@ -152,16 +156,65 @@ class ActorRole(StrEnum):
 
 
 class Actor(SQLModel, table=True):
-    """Someone who labels reviews. Trust is recomputed from their labels at each resolution."""
+    """Someone who labels reviews, with the role they label with (an admin's labels join the
+    shared model). What their labels are worth is measured per tenant: see Labeller."""
 
     __tablename__ = "actor"
 
     name: str = Field(primary_key=True, max_length=128)
     role: ActorRole = Field(default=ActorRole.MERCHANT, sa_type=String(16))
-    trust: float = 0.5
-    labels: int = 0
-    agreements: int = 0
     updated_at: datetime = _timestamp()
+
+
+class Labeller(SQLModel, table=True):
+    """A tenant that labels reviews, as the last label resolution measured it.
+
+    Trust is the share of its labels that agree with evidence independent of it and of the
+    model: dataset labels, admins, other tenants. A flagged labeller's labels teach its own view
+    only and corroborate nobody else's.
+    """
+
+    __tablename__ = "labeller"
+
+    tenant: str = Field(primary_key=True, max_length=128)
+    labels: int = 0
+    """Live labels (each text counted once: the latest)."""
+    accepted: int = 0
+    pending: int = 0
+    held_back: int = 0
+    checked: int = 0
+    """Labels on texts with independent evidence."""
+    agreed: int = 0
+    trust: float = 0.5
+    flagged: bool = False
+    updated_at: datetime = _timestamp()
+
+
+class TenantView(SQLModel, table=True):
+    """A tenant's own CPU model: the shared training set with the tenant's labels on top.
+
+    It answers that tenant's reviews only, so labels nobody else has corroborated teach the
+    tenant who gave them without reaching anyone else.
+    """
+
+    __tablename__ = "tenant_view"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(max_length=128, index=True)
+    model_ref: str = Field(max_length=512)
+    """The artifact folder under LOCAL__DIR."""
+    snapshot: str = Field(max_length=64)
+    """Content hash of the shared snapshot and the tenant's examples together."""
+    base_version_id: int | None = Field(default=None, foreign_key="model_version.id")
+    """The shared version active when the view was judged."""
+    examples: int = 0
+    own_examples: int = 0
+    last_label_event_id: int = 0
+    """The newest label event the view was trained with."""
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: ModelStatus = Field(default=ModelStatus.CANDIDATE, sa_type=String(16), index=True)
+    note: str = Field(default="", sa_type=Text)
+    created_at: datetime = _timestamp()
 
 
 class FineTuneStatus(StrEnum):
@@ -241,6 +294,9 @@ class WebhookDelivery(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     client_id: int = Field(foreign_key="api_client.id")
     webhook_id: str = Field(max_length=256)
+    body_sha256: str | None = Field(default=None, max_length=64)
+    """The hex sha256 of the signed body bytes: the same id with another body is a conflict.
+    None for deliveries stored before it was kept (any body is replayed for those)."""
     response: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = _timestamp()
 

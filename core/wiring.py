@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -17,8 +18,9 @@ from core.feedback import FeedbackService
 from core.merchants import MerchantService
 from core.notifications import Notifications
 from core.retrain_requests import RetrainRequests
-from core.tables import ModelVersion
+from core.tables import ModelVersion, TenantView
 from core.telegram_updates import TelegramUpdates
+from core.tenant_views import TenantViews
 from core.webhooks import WebhookService
 from serving.base import Classifier
 from serving.local import LocalClassifier
@@ -32,6 +34,7 @@ class Backends:
 
     settings: Settings
     _loaded: dict[int, Classifier] = field(default_factory=dict)
+    _views: OrderedDict[int, Classifier] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def for_version(self, version: ModelVersion) -> Classifier:
@@ -43,6 +46,18 @@ class Backends:
                 self._loaded[version.id] = classifier
         if isinstance(classifier, ZhipuClassifier):
             classifier.raise_if_refused()  # a refused key: unusable until its probe is due
+        return classifier
+
+    def for_view(self, view: TenantView) -> Classifier:
+        """A tenant's view; the ``LOCAL__VIEWS_LOADED`` most recently used stay loaded."""
+        assert view.id is not None
+        with self._lock:
+            classifier = self._views.pop(view.id, None)
+            if classifier is None:
+                classifier = LocalClassifier(self.settings.local.dir, view.model_ref)
+            self._views[view.id] = classifier
+            while len(self._views) > self.settings.local.views_loaded:
+                self._views.popitem(last=False)
         return classifier
 
     def _build(self, version: ModelVersion) -> Classifier:
@@ -98,11 +113,17 @@ class Core:
 
     @cached_property
     def classification(self) -> ClassificationService:
-        return ClassificationService(self.engine, self.backends, self.settings.serving)
+        return ClassificationService(
+            self.engine, self.backends, self.settings.serving, self.tenant_views
+        )
+
+    @cached_property
+    def tenant_views(self) -> TenantViews:
+        return TenantViews(self.engine)
 
     @cached_property
     def feedback(self) -> FeedbackService:
-        return FeedbackService(self.engine)
+        return FeedbackService(self.engine, self.settings.retrain)
 
     @cached_property
     def clients(self) -> ClientService:
@@ -110,7 +131,7 @@ class Core:
 
     @cached_property
     def webhooks(self) -> WebhookService:
-        return WebhookService(self.engine, self.classification)
+        return WebhookService(self.engine, self.classification, self.feedback)
 
     @cached_property
     def notifications(self) -> Notifications:

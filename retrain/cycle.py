@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core import registry
-from core.tables import ModelVersion
+from core.tables import ModelStatus, ModelVersion, TenantView
 from core.wiring import Core
-from retrain import gate, promotion
+from retrain import gate, promotion, views
 from retrain.gate import Decision
+from retrain.resolve import training_set
 from retrain.snapshot import snapshot_for
 from retrain.trainers import local
 from retrain.trainers.zhipu import ZhipuFineTunes
@@ -22,21 +23,34 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CycleResult:
     outcome: str
-    """skipped | launched (a remote job) | promoted | rejected | candidate"""
+    """skipped | views (only tenants' views changed) | launched (a remote job) | promoted |
+    rejected | candidate"""
     detail: str
     snapshot: str
     version: ModelVersion | None = None
     decision: Decision | None = None
     seconds: float = 0.0
+    views: list[TenantView] = field(default_factory=list)
+    """Tenants' own views judged in this run."""
 
 
 async def run_cycle(core: Core, backend: str | None = None, *, force: bool = False) -> CycleResult:
     """Retrain with ``backend`` (default: the setting) unless the data has not changed."""
     backend = backend or core.settings.retrain.backend
     started = time.perf_counter()
-    snapshot = await asyncio.to_thread(snapshot_for, core)
+    data = await asyncio.to_thread(training_set, core.engine, core.settings.retrain)
+    snapshot = await asyncio.to_thread(snapshot_for, core, data)
     active = await asyncio.to_thread(registry.active_or_none, core.engine)
     if not force and active is not None and active.snapshot == snapshot.content_hash:
+        judged = await views.refresh(core, data, snapshot) if backend == "local" else []
+        if judged:
+            return CycleResult(
+                "views",
+                f"the shared model's data is unchanged; {_views_detail(judged)}",
+                snapshot.content_hash,
+                views=judged,
+                seconds=_since(started),
+            )
         return CycleResult(
             "skipped", "the active model was trained on this very data", snapshot.content_hash
         )
@@ -58,14 +72,22 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
     version = await asyncio.to_thread(registry.get, core.engine, candidate.id or 0)
     outcome = {"active": "promoted", "rejected": "rejected"}.get(version.status, "candidate")
     log.info("retrain %s: version %s %s — %s", backend, version.id, outcome, decision.reason)
+    judged = await views.refresh(core, data, snapshot) if backend == "local" else []
+    detail = decision.reason + (f"; {_views_detail(judged)}" if judged else "")
     return CycleResult(
         outcome,
-        decision.reason,
+        detail,
         snapshot.content_hash,
         version,
         decision,
         _since(started),
+        judged,
     )
+
+
+def _views_detail(judged: list[TenantView]) -> str:
+    served = sum(view.status == ModelStatus.ACTIVE for view in judged)
+    return f"{len(judged)} tenant view(s) trained, {served} served"
 
 
 def _since(started: float) -> float:

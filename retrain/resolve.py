@@ -1,17 +1,21 @@
-"""Which labels a model trains on: the train split, overridden by human labels that pass the rules.
+"""What each model trains on: the shared model, and each labelling tenant's own view.
 
-The rules, in order:
-1. Per actor, the latest live (not revoked) label of a text counts; earlier ones are history.
-2. Caps: an actor's labels beyond ``daily_cap`` in one UTC day are held back, and so are all of
-   an actor's corrections in a day where they exceed ``burst_limit`` (a burst of flips).
-3. Trust: the share of an actor's labels that agree with a reference that does not depend on
-   trust — the dataset label, else what two or more other actors agree on, else the prediction
-   the label answered (the holdout-validated model) — smoothed towards 0.5 for newcomers.
-4. Quorum: a text's human label is accepted when a trusted actor (an admin, or trust ≥
-   ``trusted_at``) gives it, or when ``quorum`` actors agree and nobody trusted disagrees.
-   Trusted actors who disagree, or two sides that both reach quorum, make a conflict: it is
-   reported and the text keeps its dataset label (or stays out).
-5. Texts of the frozen holdout never enter training, whatever anyone says.
+The rules, text by text, are ``core.label_rules``; this module reads every label in the store
+once and applies them:
+
+1. Per principal (a tenant, or the admins), the latest live label of a text counts; earlier
+   ones are superseded.
+2. Trust: the share of a tenant's labels that agree with evidence independent of it and of any
+   model (an admin, the dataset label — the holdout's included, which makes its texts gold
+   checks — or every other tenant that labelled the text), smoothed towards 0.5. A tenant with
+   at least ``min_evidence`` such labels and a trust under ``flag_below`` is flagged.
+3. The shared model learns the train split, with admins' labels over it and the labels that
+   ``quorum`` unflagged tenants agree on where the dataset says nothing.
+4. Each tenant's own view learns the shared set with that tenant's labels over it, plus, when
+   ``implicit_confirmations`` is on, the verdicts it was shown before its latest label and left
+   alone (a correction-only stream is nearly all one class; counting what the labeller saw and
+   accepted keeps the classes as they come).
+5. Texts of the frozen holdout never enter any training set.
 """
 
 from __future__ import annotations
@@ -19,44 +23,64 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import aliased
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, exists, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
 
 from core.config import RetrainSettings
 from core.db import unit_of_work
-from core.labels import normalize_text
-from core.tables import Actor, ActorRole, LabelEvent, LabelKind, Prediction, Review, Split, utcnow
+from core.label_rules import ADMINS, FateStatus, Vote, judge, reference
+from core.tables import (
+    Actor,
+    ActorRole,
+    LabelEvent,
+    LabelKind,
+    Labeller,
+    Prediction,
+    Review,
+    Split,
+    as_utc,
+    utcnow,
+)
 from serving.base import Label
 
 PRIOR_TRUST, PRIOR_WEIGHT = 0.5, 4.0
+_LIVE_HUMAN = (col(LabelEvent.kind) != LabelKind.IMPORT, col(LabelEvent.revoked_at).is_(None))
 
 
-@dataclass(frozen=True)
-class Policy:
-    quorum: int = 2
-    trusted_at: float = 0.8
-    daily_cap: int = 500
-    burst_limit: int = 100
+@dataclass
+class TenantExamples:
+    """What a tenant's own view learns on top of the shared set."""
 
-    @classmethod
-    def from_settings(cls, rules: RetrainSettings) -> Policy:
-        return cls(rules.quorum, rules.trusted_at, rules.daily_cap, rules.burst_limit)
+    texts: list[str] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    explicit: int = 0
+    """The tenant's own labels among them."""
+    implicit: int = 0
+    """Verdicts it was shown and left alone."""
+    last_event_id: int = 0
+
+    @property
+    def content_hash(self) -> str:
+        return _hash(zip(self.texts, self.labels, strict=True))
 
 
-@dataclass(frozen=True)
-class HumanLabel:
-    event_id: int
-    text: str
-    actor: str
-    label: Label
-    kind: str
-    day: date
-    predicted: Label | None
+@dataclass
+class LabellerFigures:
+    tenant: str
+    labels: int = 0
+    accepted: int = 0
+    pending: int = 0
+    held_back: int = 0
+    checked: int = 0
+    agreed: int = 0
+    trust: float = PRIOR_TRUST
+    flagged: bool = False
 
 
 @dataclass
@@ -64,201 +88,314 @@ class Resolution:
     texts: list[str]
     labels: list[Label]
     human: int
-    """Examples whose label comes from people (accepted), not from the dataset."""
+    """Shared examples whose label comes from people, not from the dataset."""
     excluded_holdout: int
     conflicts: list[dict[str, Any]] = field(default_factory=list)
-    pending: int = 0
-    """Texts with human labels that have not reached the quorum yet."""
-    held_back: dict[str, int] = field(default_factory=dict)
-    """Labels set aside by the caps, per actor."""
-    trust: dict[str, float] = field(default_factory=dict)
+    views: dict[str, TenantExamples] = field(default_factory=dict)
+    labellers: dict[str, LabellerFigures] = field(default_factory=dict)
+    fates: Counter[str] = field(default_factory=Counter)
+    """Each principal's latest label of each text, by fate status."""
+    superseded: int = 0
+    """Labels replaced by a later one of the same principal on the same text."""
+    last_label_event_id: int = 0
 
     @property
     def content_hash(self) -> str:
-        digest = hashlib.sha256()
-        for text, label in zip(self.texts, self.labels, strict=True):
-            digest.update(json.dumps([text, int(label)], ensure_ascii=False).encode())
-        return digest.hexdigest()
+        return _hash(zip(self.texts, self.labels, strict=True))
+
+    @property
+    def flagged(self) -> list[str]:
+        return sorted(t for t, figures in self.labellers.items() if figures.flagged)
 
 
-def training_set(engine: Engine, policy: Policy | None = None) -> Resolution:
-    """Resolve every label in the store into one training example per normalized text."""
-    policy = policy or Policy()
-    dataset, holdout, humans, roles = _load(engine)
-    live, held_back = _apply_caps(humans, policy)
-    latest = _latest_per_actor(live)
-    trust, agreements = _trust(latest, dataset)
-    trusted = {a for a, t in trust.items() if t >= policy.trusted_at} | {
-        a for a, role in roles.items() if role == ActorRole.ADMIN
-    }
+@dataclass(frozen=True)
+class _Human:
+    event_id: int
+    text_hash: str
+    text: str
+    principal: str
+    label: Label
+    created_at: datetime
 
-    accepted: dict[str, tuple[str, Label]] = {}
+
+def training_set(engine: Engine, rules: RetrainSettings | None = None) -> Resolution:
+    """Resolve every label in the store into the shared training set and the tenants' views."""
+    rules = rules or RetrainSettings()
+    train, holdout, dataset_texts = _dataset(engine)
+    humans = _humans(engine)
+    votes, texts, superseded = _latest_votes(humans)
+    labellers = _trust(votes, train | holdout, rules)
+    flagged = {t for t, figures in labellers.items() if figures.flagged}
+    trust = {t: figures.trust for t, figures in labellers.items()}
+
+    shared_human: dict[str, Label] = {}
     conflicts: list[dict[str, Any]] = []
-    pending = 0
-    for key, votes in latest.items():
-        if key in holdout:
-            continue
-        outcome = _decide(votes, trusted, policy.quorum)
-        if outcome is None:
-            pending += 1
-        elif isinstance(outcome, Label):
-            accepted[key] = (votes[0].text, outcome)
-        else:
-            conflicts.append(_conflict(key, votes, dataset.get(key)))
-
-    merged = {k: v for k, v in dataset.items() if k not in holdout} | accepted
-    keys = sorted(merged)
-    _save_trust(engine, trust, agreements, latest)
-    return Resolution(
-        texts=[merged[k][0] for k in keys],
-        labels=[merged[k][1] for k in keys],
-        human=len(accepted),
-        excluded_holdout=len(holdout & set(dataset)),
-        conflicts=conflicts,
-        pending=pending,
-        held_back=held_back,
-        trust=trust,
-    )
-
-
-def _load(
-    engine: Engine,
-) -> tuple[dict[str, tuple[str, Label]], set[str], list[HumanLabel], dict[str, ActorRole]]:
-    answered = aliased(Prediction)
-    with Session(engine) as session:
-        imported = session.exec(
-            select(Review.text, LabelEvent.label, LabelEvent.split)
-            .join(LabelEvent, col(LabelEvent.review_id) == Review.id)
-            .where(LabelEvent.kind == LabelKind.IMPORT, col(LabelEvent.revoked_at).is_(None))
-            .order_by(col(LabelEvent.id))
-        ).all()
-        human_rows = session.exec(
-            select(LabelEvent, Review.text, answered.label)
-            .join(Review, col(Review.id) == LabelEvent.review_id)
-            .outerjoin(answered, col(answered.id) == LabelEvent.prediction_id)
-            .where(LabelEvent.kind != LabelKind.IMPORT, col(LabelEvent.revoked_at).is_(None))
-            .order_by(col(LabelEvent.created_at), col(LabelEvent.id))
-        ).all()
-        roles = {a.name: a.role for a in session.exec(select(Actor)).all()}
-    holdout = {normalize_text(t) for t, _, part in imported if part == Split.TEST}
-    dataset: dict[str, tuple[str, Label]] = {}
-    for text, label, part in imported:
-        if part != Split.TEST:
-            dataset.setdefault(normalize_text(text), (text, Label(label)))
-    humans = [
-        HumanLabel(
-            event_id=event.id or 0,
-            text=text,
-            actor=event.actor,
-            label=Label(event.label),
-            kind=event.kind,
-            day=event.created_at.date(),
-            predicted=None if predicted is None else Label(predicted),
+    fates: Counter[str] = Counter()
+    own: dict[str, dict[str, Label]] = defaultdict(dict)
+    for key, text_votes in votes.items():
+        judgement = judge(
+            text_votes,
+            dataset=train.get(key),
+            holdout=key in holdout,
+            flagged=flagged,
+            trust=trust,
+            quorum=rules.quorum,
         )
-        for event, text, predicted in human_rows
-    ]
-    return dataset, holdout, humans, roles
+        if judgement.shared is not None:
+            shared_human[key] = judgement.shared
+        if judgement.conflict:
+            conflicts.append(_conflict(texts[key], text_votes, train.get(key)))
+        for vote in text_votes:
+            fate = judgement.fates[vote.event_id]
+            fates[fate.status] += 1
+            if vote.admin:
+                continue
+            figures = labellers[vote.principal]
+            figures.labels += 1
+            if fate.status == FateStatus.ACCEPTED:
+                figures.accepted += 1
+            elif fate.status == FateStatus.PENDING:
+                figures.pending += 1
+            else:
+                figures.held_back += 1
+            if fate.own_view:
+                own[vote.principal][key] = vote.label
 
-
-def _apply_caps(
-    humans: list[HumanLabel], policy: Policy
-) -> tuple[list[HumanLabel], dict[str, int]]:
-    per_day: Counter[tuple[str, date]] = Counter()
-    flips: Counter[tuple[str, date]] = Counter(
-        (h.actor, h.day) for h in humans if h.kind == LabelKind.CORRECTION
+    shared = train | shared_human
+    keys = sorted(shared)
+    views = _views(engine, own, humans, shared, holdout, texts, rules)
+    _save_labellers(engine, labellers)
+    return Resolution(
+        texts=[texts.get(k) or dataset_texts[k] for k in keys],
+        labels=[shared[k] for k in keys],
+        human=len(shared_human),
+        excluded_holdout=len(holdout),
+        conflicts=conflicts,
+        views=views,
+        labellers=labellers,
+        fates=fates,
+        superseded=superseded,
+        last_label_event_id=max((h.event_id for h in humans), default=0),
     )
-    kept, held_back = [], Counter[str]()
+
+
+def _dataset(engine: Engine) -> tuple[dict[str, Label], dict[str, Label], dict[str, str]]:
+    """The train split's labels, the holdout's labels (by text hash), and the dataset texts."""
+    query = (
+        select(
+            col(LabelEvent.text_hash),
+            col(Review.text),
+            col(LabelEvent.label),
+            col(LabelEvent.split),
+        )
+        .join(Review, col(Review.id) == LabelEvent.review_id)
+        .where(col(LabelEvent.kind) == LabelKind.IMPORT, col(LabelEvent.revoked_at).is_(None))
+        .order_by(col(LabelEvent.id))
+    )
+    train: dict[str, Label] = {}
+    holdout: dict[str, Label] = {}
+    texts: dict[str, str] = {}
+    with engine.connect() as connection:
+        for key, text, label, part in connection.execute(query):
+            into = holdout if part == Split.TEST else train
+            if key not in into:
+                into[key] = Label(label)
+                texts.setdefault(key, text)
+    for key in holdout:
+        train.pop(key, None)
+    return train, holdout, texts
+
+
+def _humans(engine: Engine) -> list[_Human]:
+    """Every live human label, oldest first, with who gave it as a principal."""
+    query = (
+        select(
+            col(LabelEvent.id),
+            col(LabelEvent.text_hash),
+            col(Review.text),
+            col(Review.tenant),
+            col(LabelEvent.actor),
+            col(LabelEvent.label),
+            col(LabelEvent.created_at),
+        )
+        .join(Review, col(Review.id) == LabelEvent.review_id)
+        .where(*_LIVE_HUMAN)
+        .order_by(col(LabelEvent.id))
+    )
+    with engine.connect() as connection:
+        admins = set(
+            connection.execute(
+                select(col(Actor.name)).where(col(Actor.role) == ActorRole.ADMIN)
+            ).scalars()
+        )
+        rows = connection.execution_options(yield_per=50_000).execute(query)
+        return [
+            _Human(
+                event_id or 0,
+                key,
+                text,
+                ADMINS if actor in admins else tenant,
+                Label(label),
+                as_utc(created_at),
+            )
+            for event_id, key, text, tenant, actor, label, created_at in rows
+        ]
+
+
+def _latest_votes(
+    humans: list[_Human],
+) -> tuple[dict[str, list[Vote]], dict[str, str], int]:
+    """Per text hash, each principal's latest vote; the texts; how many votes were superseded."""
+    votes: dict[str, list[Vote]] = {}
+    texts: dict[str, str] = {}
+    superseded = 0
     for h in humans:
-        per_day[(h.actor, h.day)] += 1
-        over_cap = per_day[(h.actor, h.day)] > policy.daily_cap
-        burst = h.kind == LabelKind.CORRECTION and flips[(h.actor, h.day)] > policy.burst_limit
-        if over_cap or burst:
-            held_back[h.actor] += 1
+        vote = Vote(h.event_id, h.principal, h.label)
+        text_votes = votes.get(h.text_hash)
+        if text_votes is None:
+            votes[h.text_hash] = [vote]
+            texts[h.text_hash] = h.text
+            continue
+        for i, earlier in enumerate(text_votes):
+            if earlier.principal == h.principal:
+                text_votes[i] = vote
+                superseded += 1
+                break
         else:
-            kept.append(h)
-    return kept, dict(held_back)
-
-
-def _latest_per_actor(humans: list[HumanLabel]) -> dict[str, list[HumanLabel]]:
-    """Per normalized text, each actor's latest label (``humans`` is oldest first)."""
-    by_text: dict[str, dict[str, HumanLabel]] = defaultdict(dict)
-    for h in humans:
-        by_text[normalize_text(h.text)][h.actor] = h
-    return {key: list(actors.values()) for key, actors in by_text.items()}
+            text_votes.append(vote)
+    return votes, texts, superseded
 
 
 def _trust(
-    latest: dict[str, list[HumanLabel]], dataset: dict[str, tuple[str, Label]]
-) -> tuple[dict[str, float], dict[str, int]]:
-    agree: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    for key, votes in latest.items():
-        for vote in votes:
-            reference = _reference(vote, votes, dataset.get(key))
-            if reference is None:
+    votes: dict[str, list[Vote]], dataset: dict[str, Label], rules: RetrainSettings
+) -> dict[str, LabellerFigures]:
+    figures: dict[str, LabellerFigures] = {}
+    for key, text_votes in votes.items():
+        for vote in text_votes:
+            if vote.admin:
                 continue
-            total[vote.actor] += 1
-            agree[vote.actor] += vote.label == reference
-    trust = {
-        actor: (agree[actor] + PRIOR_TRUST * PRIOR_WEIGHT) / (total[actor] + PRIOR_WEIGHT)
-        for actor in {v.actor for votes in latest.values() for v in votes}
-    }
-    return trust, dict(agree)
+            mine = figures.get(vote.principal)
+            if mine is None:
+                mine = figures[vote.principal] = LabellerFigures(vote.principal)
+            evidence = reference(vote.principal, text_votes, dataset.get(key))
+            if evidence is not None:
+                mine.checked += 1
+                mine.agreed += vote.label == evidence
+    for mine in figures.values():
+        mine.trust = (mine.agreed + PRIOR_TRUST * PRIOR_WEIGHT) / (mine.checked + PRIOR_WEIGHT)
+        mine.flagged = mine.checked >= rules.min_evidence and mine.trust < rules.flag_below
+    return figures
 
 
-def _reference(
-    vote: HumanLabel, votes: list[HumanLabel], dataset: tuple[str, Label] | None
-) -> Label | None:
-    if dataset is not None:
-        return dataset[1]
-    others = Counter(v.label for v in votes if v.actor != vote.actor)
-    if others:
-        (label, count), *rest = others.most_common()
-        if count >= 2 and (not rest or rest[0][1] < count):
-            return label
-    return vote.predicted
-
-
-def _decide(
-    votes: list[HumanLabel], trusted: set[str], quorum: int
-) -> Label | Literal["conflict"] | None:
-    """The accepted label, "conflict", or None when the quorum is not reached yet."""
-    trusted_labels = {v.label for v in votes if v.actor in trusted}
-    if len(trusted_labels) > 1:
-        return "conflict"
-    if trusted_labels:
-        return trusted_labels.pop()
-    counts = Counter(v.label for v in votes)
-    reached = [label for label, n in counts.items() if n >= quorum]
-    if len(reached) > 1:
-        return "conflict"
-    if reached and counts[reached[0]] > sum(counts.values()) - counts[reached[0]]:
-        return reached[0]
-    return None
-
-
-def _conflict(
-    key: str, votes: list[HumanLabel], dataset: tuple[str, Label] | None
-) -> dict[str, Any]:
-    return {
-        "text": votes[0].text,
-        "votes": {v.actor: v.label.api_name for v in votes},
-        "kept": dataset[1].api_name if dataset is not None else None,
-        "key": hashlib.sha256(key.encode()).hexdigest()[:16],
-    }
-
-
-def _save_trust(
+def _views(
     engine: Engine,
-    trust: dict[str, float],
-    agreements: dict[str, int],
-    latest: dict[str, list[HumanLabel]],
-) -> None:
-    labels = Counter(v.actor for votes in latest.values() for v in votes)
+    own: dict[str, dict[str, Label]],
+    humans: list[_Human],
+    shared: dict[str, Label],
+    holdout: dict[str, Label],
+    texts: dict[str, str],
+    rules: RetrainSettings,
+) -> dict[str, TenantExamples]:
+    """Each labelling tenant's examples: its own labels, then the verdicts it left alone."""
+    last_event: dict[str, int] = {}
+    last_label_at: dict[str, datetime] = {}
+    for h in humans:
+        if h.principal != ADMINS:
+            last_event[h.principal] = h.event_id
+            last_label_at[h.principal] = h.created_at
+    implicit: dict[str, dict[str, tuple[str, Label]]] = defaultdict(dict)
+    if rules.implicit_confirmations and last_label_at:
+        for tenant, key, text, label in _left_alone(engine, last_label_at):
+            if key not in holdout and key not in shared and key not in own[tenant]:
+                implicit[tenant][key] = (text, label)
+    views: dict[str, TenantExamples] = {}
+    for tenant in sorted(set(own) | set(implicit)):
+        view = TenantExamples(last_event_id=last_event.get(tenant, 0))
+        for key in sorted(own[tenant]):
+            view.texts.append(texts[key])
+            view.labels.append(own[tenant][key])
+        view.explicit = len(view.texts)
+        for key in sorted(implicit[tenant]):
+            text, label = implicit[tenant][key]
+            view.texts.append(text)
+            view.labels.append(label)
+        view.implicit = len(view.texts) - view.explicit
+        views[tenant] = view
+    return views
+
+
+def _left_alone(
+    engine: Engine, last_label_at: dict[str, datetime]
+) -> Iterable[tuple[str, str, str, Label]]:
+    """(tenant, text hash, text, label) of the latest verdict on each review of a labelling
+    tenant that nobody labelled, made before that tenant's latest label."""
+    labelled = exists().where(col(LabelEvent.review_id) == Review.id, *_LIVE_HUMAN)
+    query = (
+        select(
+            col(Review.id),
+            col(Review.tenant),
+            col(Review.text_hash),
+            col(Review.text),
+            col(Prediction.label),
+            col(Prediction.created_at),
+        )
+        .join(Prediction, col(Prediction.review_id) == Review.id)
+        .where(col(Review.tenant).in_(sorted(last_label_at)), ~labelled)
+        .order_by(col(Prediction.id))
+    )
+    latest: dict[int, tuple[str, str, str, Label]] = {}
+    with engine.connect() as connection:
+        for review_id, tenant, key, text, label, made_at in connection.execution_options(
+            yield_per=50_000
+        ).execute(query):
+            if as_utc(made_at) <= last_label_at[tenant]:
+                latest[review_id or 0] = (tenant, key, text, Label(label))
+    return latest.values()
+
+
+def _conflict(text: str, votes: list[Vote], dataset: Label | None) -> dict[str, Any]:
+    return {
+        "text": text,
+        "votes": {v.principal: v.label.api_name for v in votes},
+        "kept": dataset.api_name if dataset is not None else None,
+        "key": hashlib.sha256(text.encode()).hexdigest()[:16],
+    }
+
+
+def _save_labellers(engine: Engine, labellers: dict[str, LabellerFigures]) -> None:
+    if not labellers:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "tenant": f.tenant,
+            "labels": f.labels,
+            "accepted": f.accepted,
+            "pending": f.pending,
+            "held_back": f.held_back,
+            "checked": f.checked,
+            "agreed": f.agreed,
+            "trust": round(f.trust, 4),
+            "flagged": f.flagged,
+            "updated_at": now,
+        }
+        for f in labellers.values()
+    ]
     with unit_of_work(engine) as session:
-        for actor in session.exec(select(Actor).where(col(Actor.name).in_(list(trust)))).all():
-            actor.trust = round(trust[actor.name], 4)
-            actor.labels = labels[actor.name]
-            actor.agreements = agreements.get(actor.name, 0)
-            actor.updated_at = utcnow()
-            session.add(actor)
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        for start in range(0, len(rows), 1000):
+            statement = insert(Labeller).values(rows[start : start + 1000])
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["tenant"],
+                    set_={name: statement.excluded[name] for name in rows[0] if name != "tenant"},
+                )
+            )
+
+
+def _hash(examples: Iterable[tuple[str, Label]]) -> str:
+    digest = hashlib.sha256()
+    for text, label in examples:
+        digest.update(json.dumps([text, int(label)], ensure_ascii=False).encode())
+    return digest.hexdigest()

@@ -14,27 +14,32 @@ from sklearn.model_selection import train_test_split
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.config import RetrainSettings
 from core.data import write_jsonl
 from core.db import unit_of_work
 from core.tables import Snapshot
 from core.wiring import Core
-from retrain.resolve import Policy, Resolution, training_set
+from retrain.resolve import Resolution, training_set
 
 VALIDATION_SHARE = 0.1
 
 
-def snapshot_for(core: Core) -> Snapshot:
+def snapshot_for(core: Core, data: Resolution | None = None) -> Snapshot:
     """The snapshot the loop trains on: the settings' label rules, under DATA__DIR/snapshots."""
     return take_snapshot(
-        core.engine,
-        core.settings.data.dir / "snapshots",
-        Policy.from_settings(core.settings.retrain),
+        core.engine, core.settings.data.dir / "snapshots", core.settings.retrain, data
     )
 
 
-def take_snapshot(engine: Engine, root: Path, policy: Policy | None = None) -> Snapshot:
-    """The snapshot of the current training set; an identical one is reused, not rewritten."""
-    data = training_set(engine, policy)
+def take_snapshot(
+    engine: Engine,
+    root: Path,
+    rules: RetrainSettings | None = None,
+    data: Resolution | None = None,
+) -> Snapshot:
+    """The snapshot of the shared training set (``data``, or resolved now); an identical one is
+    reused, not rewritten."""
+    data = data or training_set(engine, rules)
     content_hash = data.content_hash
     with Session(engine) as session:
         existing = session.exec(
@@ -85,8 +90,14 @@ def _write(directory: Path, data: Resolution) -> dict[str, Any]:
             "validation": len(validation_idx),
             "by_label": {str(k): v for k, v in sorted(Counter(labels).items())},
             "human_labels": data.human,
-            "pending_human_labels": data.pending,
-            "held_back_by_caps": data.held_back,
+            "label_fates": dict(sorted(data.fates.items())),
+            "superseded_labels": data.superseded,
+            "last_label_event_id": data.last_label_event_id,
+            "flagged_tenants": data.flagged,
+            "tenant_views": {
+                tenant: {"own_labels": view.explicit, "left_alone": view.implicit}
+                for tenant, view in data.views.items()
+            },
             "conflicts": data.conflicts,
             "excluded_holdout_texts": data.excluded_holdout,
             "files": files,

@@ -2,7 +2,7 @@
 
 Jobs (APScheduler 3, persistent SQLAlchemy job store in the product's database):
 - ``retrain``: on the cron of RETRAIN__CRON in RETRAIN__TIMEZONE;
-- ``check``: every RETRAIN__CHECK_EVERY_MINUTES, runs pending retrain requests (from the bot,
+- ``check``: every RETRAIN__CHECK_EVERY_S (10 s), runs pending retrain requests (from the bot,
   the API or ``waimai retrain``), or one when RETRAIN__LABEL_THRESHOLD human labels arrived
   since the last run;
 - ``poll-finetunes``: every minute, advances remote fine-tune jobs that are not finished.
@@ -183,7 +183,7 @@ def build_scheduler(core: Core) -> AsyncIOScheduler:
     )
     jobs = (
         (retrain_job, CronTrigger.from_crontab(rules.cron, timezone=rules.timezone), "retrain"),
-        (check_job, IntervalTrigger(minutes=rules.check_every_minutes), "check"),
+        (check_job, IntervalTrigger(seconds=rules.check_every_s), "check"),
         (poll_finetunes_job, IntervalTrigger(minutes=1), "poll-finetunes"),
     )
     for function, trigger, job_id in jobs:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from api.auth import BEARER_SECURITY, authenticate, bearer_key
 from api.bodies import documented_body, json_body
 from api.deps import core_of, metrics_of
-from api.errors import ERROR_RESPONSES, responses
+from api.errors import ERROR_RESPONSES, INVALID_REVIEWS, responses
 from api.schemas import ClassifyRequest, ClassifyResponse, verdicts
 from core.tables import Source
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["classify"], responses=ERROR_RESPONSES)
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
-    responses=responses(409, 415, 503),
+    responses={**responses(409, 415, 503), **INVALID_REVIEWS},
     openapi_extra=documented_body(ClassifyRequest) | BEARER_SECURITY,
 )
 async def classify(request: Request) -> Response:

@@ -1,45 +1,80 @@
-"""Human labels: ``POST /v1/reviews/{id}/feedback`` appends one, ``DELETE /v1/feedback/{id}``
-revokes one (undo)."""
+"""Human labels: ``POST /v1/reviews/{id}/feedback`` appends one, ``POST /v1/feedback`` many at
+once, ``DELETE /v1/feedback/{id}`` revokes one (undo)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from api.auth import CallerDep, scope
 from api.deps import CoreDep, MetricsDep
 from api.errors import ERROR_RESPONSES, responses
-from api.resources import LabelEventOut
-from api.schemas import MAX_ID, FeedbackRequest
-from core.labels import parse_label
+from api.params import Id
+from api.resources import LabelEventOut, LabelsOut
+from api.schemas import FeedbackRequest, LabelsRequest
+from core.clients import Caller
 from core.tables import ActorRole, Source
 
 router = APIRouter(prefix="/v1", tags=["feedback"], responses=ERROR_RESPONSES)
 
-Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+FATES = """
+The answer says what became of each label (`fate`): your labels always teach your own model
+at the next retrain; they join the shared model only when an admin, the dataset or another
+client gives the same label (`accepted`), else they wait for that (`pending`) or stay out of
+it, with the reason (`held_back`).
+"""
 
 
-@router.post("/reviews/{review_id}/feedback", status_code=201, responses=responses(404))
+def _role(caller: Caller) -> ActorRole:
+    return ActorRole.ADMIN if caller.is_admin else ActorRole.MERCHANT
+
+
+@router.post(
+    "/reviews/{review_id}/feedback",
+    status_code=201,
+    responses=responses(404),
+    description="""Say what a review really is. It confirms or corrects the prediction it answers.
+
+Labels are appended, never replaced: the same actor labelling again adds a label, and the
+latest one counts.
+"""
+    + FATES,
+)
 def give_feedback(
     review_id: Id, body: FeedbackRequest, caller: CallerDep, core: CoreDep, metrics: MetricsDep
 ) -> LabelEventOut:
-    """Say what a review really is. It confirms or corrects the prediction it answers.
-
-    Labels are appended, never replaced: the same actor labelling again adds a label, and the
-    latest one counts.
-    """
-    event = core.feedback.record(
-        review_id,
-        parse_label(body.label),
-        actor=caller.name if body.actor is None else f"{caller.name}/{body.actor}",
+    label = body.to_core(caller.name, review_id)
+    labelled = core.feedback.record(
+        label.review_id,
+        label.label,
+        actor=label.actor,
         channel=Source.API,
         tenant=scope(caller),
-        prediction_id=body.prediction_id,
-        role=ActorRole.ADMIN if caller.is_admin else ActorRole.MERCHANT,
+        prediction_id=label.prediction_id,
+        role=_role(caller),
     )
-    metrics.labelled(event)
-    return LabelEventOut.of(event)
+    metrics.labelled(labelled.event)
+    return LabelEventOut.stored(labelled)
+
+
+@router.post(
+    "/feedback",
+    status_code=201,
+    responses=responses(404),
+    description="""Label many reviews at once (1 to 1,000), each as
+`POST /v1/reviews/{id}/feedback` would: all are stored, or none. A client key labels only its
+own reviews (any other is a 404 naming its index, `labels[3]: ...`); an admin key any.
+"""
+    + FATES,
+)
+def give_labels(
+    body: LabelsRequest, caller: CallerDep, core: CoreDep, metrics: MetricsDep
+) -> LabelsOut:
+    stored = core.feedback.record_many(
+        body.to_core(caller.name), channel=Source.API, tenant=scope(caller), role=_role(caller)
+    )
+    for labelled in stored:
+        metrics.labelled(labelled.event)
+    return LabelsOut.of(stored)
 
 
 @router.delete("/feedback/{label_event_id}", responses=responses(404, 409))

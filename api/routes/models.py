@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from api.auth import AdminDep
 from api.deps import CoreDep
 from api.errors import ERROR_RESPONSES, responses
+from api.params import Id
 from api.resources import ModelList, ModelVersionOut, RetrainTicketOut
-from api.schemas import MAX_ID, RetrainIn
+from api.schemas import RetrainIn
 from core import registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
@@ -23,9 +22,7 @@ def list_models(_admin: AdminDep, core: CoreDep) -> ModelList:
 
 
 @router.post("/{version_id}/promote", responses=responses(404, 409))
-def promote(
-    version_id: Annotated[int, Path(ge=1, le=MAX_ID)], admin: AdminDep, core: CoreDep
-) -> ModelVersionOut:
+def promote(version_id: Id, admin: AdminDep, core: CoreDep) -> ModelVersionOut:
     """Make a version active now; the one it replaces is retired (and kept for rollback)."""
     version = registry.promote(core.engine, version_id, note=f"promoted by {admin.name} (API)")
     return ModelVersionOut.of(version)

@@ -6,16 +6,21 @@ from fastapi import APIRouter
 
 from api.auth import CallerDep, scope
 from api.deps import CoreDep
-from api.errors import ERROR_RESPONSES
+from api.errors import ERROR_RESPONSES, refusals
+from api.params import SINCE_REFUSED, MerchantId, Since
 from api.resources import StatsOut
-from api.routes.reviews import MerchantId, Since
 from api.schemas import since_utc
 from core import reviews
 
 router = APIRouter(prefix="/v1", tags=["stats"], responses=ERROR_RESPONSES)
 
 
-@router.get("/stats")
+@router.get(
+    "/stats",
+    responses=refusals(
+        422, "A parameter is not valid; the message names it.", {"since": SINCE_REFUSED}
+    ),
+)
 def get_stats(
     caller: CallerDep, core: CoreDep, merchant_id: MerchantId = None, since: Since = None
 ) -> StatsOut:

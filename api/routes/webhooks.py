@@ -1,4 +1,5 @@
-"""``POST /v1/webhooks/reviews``: signed deliveries from platforms, processed exactly once."""
+"""``POST /v1/webhooks/reviews`` and ``POST /v1/webhooks/labels``: signed deliveries from
+platforms, processed exactly once."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 
 from api.auth import CallerDep
 from api.deps import CoreDep, MetricsDep
-from api.errors import ERROR_RESPONSES, responses
-from api.schemas import ID_PATTERN, WebhookEvent, WebhookResponse, verdicts
+from api.errors import ERROR_RESPONSES, INVALID_REVIEWS, refusals, responses
+from api.resources import LabelsOut, LabelsWebhookResponse
+from api.routes.feedback import FATES
+from api.schemas import ID_PATTERN, LabelsWebhookEvent, WebhookEvent, WebhookResponse, verdicts
 from core.classification import Classified
 from core.clients import Caller
+from core.feedback import Labelled
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], responses=ERROR_RESPONSES)
 
@@ -21,6 +25,8 @@ router = APIRouter(prefix="/v1", tags=["webhooks"], responses=ERROR_RESPONSES)
 class SignedDelivery:
     caller: Caller
     webhook_id: str
+    body: bytes
+    """The signed body bytes (a retry must send the same, see ``core.webhooks``)."""
 
 
 async def signed_by(
@@ -33,7 +39,8 @@ async def signed_by(
             min_length=1,
             max_length=256,
             pattern=ID_PATTERN,
-            description="The delivery's id: a retry with the same id gets the first response.",
+            description="The delivery's id: a retry with the same id and the same body gets "
+            "the first response; the same id with another body is a 409.",
         ),
     ],
     webhook_timestamp: Annotated[
@@ -49,19 +56,45 @@ async def signed_by(
 ) -> SignedDelivery:
     """The caller and the delivery's id, once the Standard Webhooks signature over the raw body
     checks out."""
-    core.clients.verify_webhook(caller, await request.body(), request.headers)
-    return SignedDelivery(caller, webhook_id)
+    body = await request.body()
+    core.clients.verify_webhook(caller, body, request.headers)
+    return SignedDelivery(caller, webhook_id, body)
 
 
 REPLAYED: dict[str, Any] = {
     "description": "`true` when this is the first response again, for a retried delivery.",
     "schema": {"type": "string", "enum": ["true"]},
 }
+ONCE = """A delivery sent again with the same `webhook-id` and the same body stores nothing and gets
+the first response back, with the header `Idempotent-Replayed: true`. The same `webhook-id`
+with another body is a 409 `idempotency_conflict`, and stores nothing: a new delivery needs a
+new id.
+"""
+REUSED_ID = refusals(
+    409,
+    "The `webhook-id` was already used for a delivery with another body "
+    "(`idempotency_conflict`): a retry must send the same bytes, a new delivery needs a new id. "
+    "Or the delivery contradicts the current state (`conflict`).",
+    {
+        "idempotency_conflict": (
+            "idempotency_conflict",
+            "webhook-id 'msg_2Kx7' was already used for a delivery with another body; a retry "
+            "must send the same bytes, a new delivery needs a new id",
+        )
+    },
+)
+REPLAYS: dict[int | str, dict[str, Any]] = {200: {"headers": {"Idempotent-Replayed": REPLAYED}}}
 
 
 @router.post(
     "/webhooks/reviews",
-    responses={**responses(409, 503), 200: {"headers": {"Idempotent-Replayed": REPLAYED}}},
+    responses={**responses(503), **REUSED_ID, **INVALID_REVIEWS, **REPLAYS},
+    description="""Classify and store the reviews of a signed delivery (Standard Webhooks).
+
+Sign `"{webhook-id}.{webhook-timestamp}.{body}"` with HMAC-SHA256 and your webhook secret
+(the base64 after `whsec_`).
+"""
+    + ONCE,
 )
 async def receive_reviews(
     event: WebhookEvent,
@@ -70,12 +103,6 @@ async def receive_reviews(
     metrics: MetricsDep,
     response: Response,
 ) -> WebhookResponse:
-    """Classify and store the reviews of a signed delivery (Standard Webhooks).
-
-    Sign `"{webhook-id}.{webhook-timestamp}.{body}"` with HMAC-SHA256 and your webhook secret
-    (the base64 after `whsec_`). A delivery sent again with the same `webhook-id` stores nothing
-    and gets the first response back, with the header `Idempotent-Replayed: true`.
-    """
     classified: list[Classified] = []
 
     def respond(results: list[Classified]) -> dict[str, Any]:
@@ -86,10 +113,55 @@ async def receive_reviews(
         return answer.model_dump(mode="json")
 
     delivery = await core.webhooks.deliver(
-        signed.caller, signed.webhook_id, [review.to_core() for review in event.reviews], respond
+        signed.caller,
+        signed.webhook_id,
+        [review.to_core() for review in event.reviews],
+        respond,
+        body=signed.body,
     )
     if delivery.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
         metrics.classified(classified)
     return WebhookResponse.model_validate(delivery.response)
+
+
+@router.post(
+    "/webhooks/labels",
+    responses={**responses(404), **REUSED_ID, **REPLAYS},
+    description="""Store the labels of a signed delivery (Standard Webhooks), each as
+`POST /v1/reviews/{id}/feedback` would: all are stored, or none (a review that is not yours is
+a 404 naming its index).
+
+Signed like `POST /v1/webhooks/reviews`.
+"""
+    + ONCE
+    + FATES,
+)
+async def receive_labels(
+    event: LabelsWebhookEvent,
+    signed: Annotated[SignedDelivery, Depends(signed_by)],
+    core: CoreDep,
+    metrics: MetricsDep,
+    response: Response,
+) -> LabelsWebhookResponse:
+    stored: list[Labelled] = []
+
+    def respond(labelled: list[Labelled]) -> dict[str, Any]:
+        stored[:] = labelled
+        answer = LabelsOut.of(labelled).model_dump(mode="json")
+        return {"webhook_id": signed.webhook_id, **answer}
+
+    delivery = await core.webhooks.deliver_labels(
+        signed.caller,
+        signed.webhook_id,
+        event.to_core(signed.caller.name),
+        respond,
+        body=signed.body,
+    )
+    if delivery.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        for labelled in stored:
+            metrics.labelled(labelled.event)
+    return LabelsWebhookResponse.model_validate(delivery.response)

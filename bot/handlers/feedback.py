@@ -38,7 +38,7 @@ async def on_press(
     # Admins may label and undo anyone's reviews; a merchant only their own.
     tenant = None if member.is_admin else member.tenant
     if isinstance(press, LabelPress):
-        event = await asyncio.to_thread(
+        labelled = await asyncio.to_thread(
             core.feedback.record,
             press.review,
             Label(press.label),
@@ -48,9 +48,15 @@ async def on_press(
             prediction_id=press.prediction,
             role=member.role,
         )
+        event = labelled.event
         await callback.answer(texts.t("recorded", lang))
         done = "confirmed" if event.kind == LabelKind.CONFIRMATION else "corrected"
-        note = texts.t(done, lang, label=texts.label_name(Label(event.label), lang))
+        note = "\n".join(
+            [
+                texts.t(done, lang, label=texts.label_name(Label(event.label), lang)),
+                texts.fate(labelled.fate, lang),
+            ]
+        )
         markup = undo_keyboard(
             buttons, chat_id=message.chat.id, event_id=saved_id(event), lang=lang
         )

@@ -1,3 +1,5 @@
+from typing import Any
+
 from fastapi import FastAPI
 
 from api.main import create_app
@@ -10,7 +12,9 @@ from tests.conftest import make_settings
 PUBLIC = {
     ("post", "/v1/classify"),
     ("post", "/v1/webhooks/reviews"),
+    ("post", "/v1/webhooks/labels"),
     ("post", "/v1/reviews/{review_id}/feedback"),
+    ("post", "/v1/feedback"),
     ("delete", "/v1/feedback/{label_event_id}"),
     ("get", "/v1/reviews/{review_id}"),
     ("get", "/v1/reviews"),
@@ -73,6 +77,29 @@ async def test_the_openapi_lists_every_endpoint_with_examples_and_auth(http):
     assert error == {"$ref": "#/components/schemas/ErrorResponse"}
 
 
+async def test_the_openapi_documents_each_labels_fate_and_the_label_batches(http):
+    spec = (await http.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    fate = schemas["FateOut"]
+    assert set(fate["required"]) == {"status", "code", "reason", "own_view", "trained"}
+    assert fate["examples"] and "own model" in fate["description"]
+    assert all(field.get("description") for field in fate["properties"].values())
+    assert "awaiting_corroboration" in fate["properties"]["code"]["enum"]
+    assert schemas["FateStatus"]["enum"] == ["accepted", "pending", "held_back"]
+    label = schemas["LabelEventOut"]
+    assert label["examples"][0]["fate"]["status"] == "pending"
+    assert "revoked" in label["properties"]["fate"]["description"]
+    assert schemas["LabelsRequest"]["properties"]["labels"]["maxItems"] == 1000
+    assert schemas["LabelsRequest"]["examples"][0]["labels"]
+    assert schemas["LabelsWebhookEvent"]["examples"][0]["type"] == "labels.created"
+    bulk = spec["paths"]["/v1/feedback"]["post"]
+    assert {"201", "404", "422"} <= set(bulk["responses"])
+    assert "all are stored, or none" in bulk["description"]
+    hook = spec["paths"]["/v1/webhooks/labels"]["post"]
+    assert "Idempotent-Replayed" in hook["responses"]["200"]["headers"]
+    assert {p["name"] for p in hook["parameters"]} >= {"webhook-id", "webhook-signature"}
+
+
 async def test_the_bench_echo_exists_only_when_switched_on(core: Core, http):
     assert (await http.post("/bench/echo", content=b"{}")).status_code == 404
     core.settings.api.bench_echo = True
@@ -101,6 +128,11 @@ async def test_an_unreachable_store_is_a_503_with_its_code_on_every_path(
             "feedback": await http.post(
                 "/v1/reviews/1/feedback", json={"label": "negative"}, headers=key
             ),
+            "labels": await http.post(
+                "/v1/feedback",
+                json={"labels": [{"review_id": 1, "label": "positive"}]},
+                headers=key,
+            ),
             "undo": await http.delete("/v1/feedback/1", headers=key),
             "review": await http.get("/v1/reviews/1", headers=key),
             "stats": await http.get("/v1/stats", headers=key),
@@ -111,3 +143,54 @@ async def test_an_unreachable_store_is_a_503_with_its_code_on_every_path(
         assert answer.json()["error"]["code"] == "store_unavailable", path
         assert "127.0.0.1" not in answer.text and "Traceback" not in answer.text, path
     assert "Traceback" not in caplog.text
+
+
+def error_examples(operation: dict[str, Any], status: str) -> dict[str, dict[str, str]]:
+    """The errors of a documented error response's examples, by name."""
+    content = operation["responses"][status]["content"]["application/json"]
+    assert content["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+    return {name: example["value"]["error"] for name, example in content["examples"].items()}
+
+
+async def test_the_openapi_describes_the_refusals_a_client_can_meet(http, acme):
+    """What a client generated from the schema needs to know: cursors only as given, review
+    texts with readable characters, and a webhook id never reused for another body."""
+    spec = (await http.get("/openapi.json")).json()
+    listing = spec["paths"]["/v1/reviews"]["get"]
+    (cursor,) = [p for p in listing["parameters"] if p["name"] == "cursor"]
+    assert {"pattern": "^[A-Za-z0-9_-]+$", "maxLength": 32, "type": "string"} in cursor["schema"][
+        "anyOf"
+    ]
+    assert "next_cursor" in cursor["description"] and "422" in cursor["description"]
+    (limit,) = [p for p in listing["parameters"] if p["name"] == "limit"]
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 200)
+    (review_id,) = spec["paths"]["/v1/reviews/{review_id}"]["get"]["parameters"]
+    assert review_id["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 2**31 - 1,
+        "title": "Review Id",
+    }
+    assert error_examples(listing, "422")["cursor"] == {
+        "code": "invalid_input",
+        "message": "cursor: not a cursor this API gave",
+    }
+
+    text = spec["components"]["schemas"]["ReviewIn"]["properties"]["text"]["description"]
+    assert "binary" in text and "readable" in text
+    binary = {"reviews": [{"text": "a\u0000b"}]}
+    unreadable = {"reviews": [{"text": "\u200b\u200b"}]}
+    said = [
+        (await http.post("/v1/classify", json=body, headers=acme.headers)).json()["error"]
+        for body in (binary, unreadable)
+    ]
+    for path in ("/v1/classify", "/v1/webhooks/reviews"):
+        examples = error_examples(spec["paths"][path]["post"], "422")
+        assert [examples["binary"], examples["unreadable"]] == said, path
+
+    for path in ("/v1/webhooks/reviews", "/v1/webhooks/labels"):
+        hook = spec["paths"][path]["post"]
+        conflict = error_examples(hook, "409")["idempotency_conflict"]
+        assert conflict["code"] == "idempotency_conflict"
+        assert "another body" in conflict["message"]
+        assert "another body" in hook["responses"]["409"]["description"]

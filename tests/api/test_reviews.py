@@ -86,9 +86,62 @@ async def test_pages_are_filtered(http, acme, root, stored):
         ({"limit": 201}, "limit"),
         ({"label": "meh"}, "label"),
         ({"since": "yesterday"}, "since"),
+        ({"since": "0.5"}, "since"),  # not a Unix time: the schema says date-time
+        ({"since": "1700000000"}, "since"),
+        ({"since": "2026-01-01"}, "since"),  # a date, not a date-time
+        ({"limit": "5 "}, "limit"),
+        ({"limit": "5.0"}, "limit"),
+        ({"cursor": "YmVmb3JlOjM="}, "cursor"),  # padded: not as the API gives it
     ],
 )
 async def test_bad_parameters_are_a_422_naming_them(http, acme, params, field):
     response = await http.get("/v1/reviews", params=params, headers=acme.headers)
     assert response.status_code == 422
     assert response.json()["error"]["message"].startswith(f"{field}:")
+
+
+@pytest.mark.parametrize(
+    "written", ["{id}%20", "%20{id}", "+{id}", "{id}.0", "0{id}", "{head}_{tail}", "-{id}", "0"]
+)
+async def test_an_id_in_the_path_is_a_plain_decimal_number(http, acme, stored, written):
+    review_id = str(stored[0]["review_id"])
+    raw = written.format(id=review_id, head=review_id[:1], tail=review_id[1:])
+    for method, url in [
+        ("GET", f"/v1/reviews/{raw}"),
+        ("POST", f"/v1/reviews/{raw}/feedback"),
+        ("DELETE", f"/v1/feedback/{raw}"),
+    ]:
+        response = await http.request(
+            method,
+            url,
+            json={"label": "positive"} if method == "POST" else None,
+            headers=acme.headers,
+        )
+        assert response.status_code == 422, (url, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert error["message"].split(":")[0] in {"review_id", "label_event_id"}, error
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2000-01-01T00:00:00",
+        "2000-01-01T00:00:00Z",
+        "2000-01-01T08:00:00+08:00",
+        "2000-01-01T00:00:00.123456-05:00",
+        "2000-01-01 00:00:00",
+        "2000-01-01T00:00",
+    ],
+)
+async def test_since_takes_iso_date_times_with_or_without_a_zone(http, acme, stored, since):
+    for path in ("/v1/reviews", "/v1/stats"):
+        response = await http.get(path, params={"since": since}, headers=acme.headers)
+        assert response.status_code == 200, (path, response.text)
+
+
+@pytest.mark.parametrize("since", ["0.5", "1700000000", "2026-01-01", " 2026-01-01T00:00:00"])
+async def test_stats_refuse_a_since_that_is_not_a_date_time(http, acme, since):
+    response = await http.get("/v1/stats", params={"since": since}, headers=acme.headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("since:")

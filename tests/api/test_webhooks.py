@@ -1,11 +1,13 @@
 import asyncio
 import time
 
+import pytest
 from sqlmodel import Session, func, select
 
+from api.main import create_app
 from core.tables import Review, WebhookDelivery
 from core.wiring import Core
-from tests.api.conftest import body_of, sign
+from tests.api.conftest import body_of, client_for, issue, sign
 
 EVENT = {"type": "reviews.created", "reviews": [{"text": "很快，好吃", "external_id": "o-1"}]}
 
@@ -115,3 +117,63 @@ async def test_the_body_is_checked_after_the_signature(http, acme):
     response = await post(http, acme, body, sign(acme.webhook_secret, body))
     assert response.status_code == 422
     assert "reviews: List should have at most 256 items" in response.json()["error"]["message"]
+
+
+async def test_the_same_webhook_id_with_another_body_is_a_409_naming_it(http, core, acme):
+    body = body_of(EVENT)
+    first = await post(http, acme, body, sign(acme.webhook_secret, body, webhook_id="msg_1"))
+    other = body_of({"reviews": [{"text": "太慢了", "external_id": "o-2"}]})
+    reused = await post(http, acme, other, sign(acme.webhook_secret, other, webhook_id="msg_1"))
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "idempotency_conflict"
+    assert "'msg_1'" in reused.json()["error"]["message"]
+    assert "idempotent-replayed" not in reused.headers
+    retried = await post(http, acme, body, sign(acme.webhook_secret, body, webhook_id="msg_1"))
+    assert (retried.status_code, retried.headers["idempotent-replayed"]) == (200, "true")
+    assert retried.json() == first.json()
+    assert stored(core) == (1, 1)
+
+
+@pytest.mark.parametrize("route", ["reviews", "labels"])
+async def test_racing_deliveries_of_one_id_with_two_bodies_get_one_200_and_409s(
+    store_core: Core, route: str
+):
+    """Two apps (as two server processes) on SQLite or PostgreSQL: no silent replay."""
+    acme = issue(store_core, "acme")
+    apps = [create_app(store_core), create_app(Core(store_core.settings.model_copy(deep=True)))]
+    async with client_for(apps[0]) as http, client_for(apps[1]) as other_http:
+        classified = await http.post(
+            "/v1/classify",
+            json={"reviews": [{"text": f"第{i}单，好吃"} for i in range(8)]},
+            headers=acme.headers,
+        )
+        ids = [result["review_id"] for result in classified.json()["results"]]
+        events = [
+            {"reviews": [{"text": f"第{i}单，好吃", "external_id": f"race-{i}"}]}
+            if route == "reviews"
+            else {"labels": [{"review_id": ids[i], "label": "positive"}]}
+            for i in range(2)
+        ]
+        bodies = [body_of(events[i % 2]) for i in range(8)]
+        answers = await asyncio.gather(
+            *(
+                (http, other_http)[i // 4].post(
+                    f"/v1/webhooks/{route}",
+                    content=body,
+                    headers=acme.headers | sign(acme.webhook_secret, body, webhook_id="race"),
+                )
+                for i, body in enumerate(bodies)
+            )
+        )
+    (first,) = [
+        a for a in answers if a.status_code == 200 and "idempotent-replayed" not in a.headers
+    ]
+    winning = bodies[answers.index(first)]
+    for answer, body in zip(answers, bodies, strict=True):
+        if body == winning:
+            assert (answer.status_code, answer.json()) == (200, first.json())
+        else:
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["error"]["code"] == "idempotency_conflict"
+    with Session(store_core.engine) as session:
+        assert session.exec(select(func.count()).select_from(WebhookDelivery)).one() == 1

@@ -5,10 +5,11 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from core.tables import LabelEvent, LabelKind, Review
-from tests.bot.conftest import ADMIN, MERCHANT, OTHER_MERCHANT
+from tests.bot.conftest import ADMIN, ENGLISH, MERCHANT, OTHER_MERCHANT
 
 NEGATIVE_REVIEW = "送餐太慢了，菜都凉了，再也不点了"
 POSITIVE_REVIEW = "味道很好，分量足，送得也快，还会再点"
+OWN_MODEL = "已记录：会用于训练你自己的模型；有其他商家或管理员同意后再进入共享模型。"
 
 
 def label_events(core) -> list[LabelEvent]:
@@ -34,7 +35,7 @@ async def test_classify_correct_and_undo(start_bot):
     answer = await live.press(MERCHANT, reply, reply.button(0, 1))
     assert answer.params["text"] == "已记录，谢谢！"
     edited = await live.next("editMessageText", MERCHANT["id"], after=mark)
-    assert edited.params["text"] == f"{reply.params['text']}\n\n✏️ 已更正为：好评"
+    assert edited.params["text"] == f"{reply.params['text']}\n\n✏️ 已更正为：好评\n{OWN_MODEL}"
     assert edited.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "↩ 撤销"
     (event,) = label_events(live.core)
     assert (event.kind, event.label, event.actor) == (LabelKind.CORRECTION, 1, "telegram:2001")
@@ -106,6 +107,7 @@ async def test_only_the_reviews_merchant_or_an_admin_may_label_it(start_bot):
     answer = await live.press(ADMIN, reply, reply.button(0, 1))
     assert answer.params["text"] == "已记录，谢谢！"
     edited = await live.next("editMessageText", group, after=mark)
+    assert edited.params["text"].endswith("\n已记录：管理员的标注，直接进入共享模型。")
     (event,) = label_events(live.core)
     assert (event.actor, event.kind) == ("telegram:1000", LabelKind.CORRECTION)
 
@@ -117,3 +119,36 @@ async def test_only_the_reviews_merchant_or_an_admin_may_label_it(start_bot):
     # Undoing twice is refused, in Chinese.
     answer = await live.press(ADMIN, reply, edited.button())
     assert answer.params["text"] == "已经撤销过了，或已超过 10 分钟的撤销时限。"
+
+
+async def test_a_label_joins_the_shared_model_once_another_merchant_agrees(start_bot):
+    live = await start_bot()
+    mine = await live.say(MERCHANT, NEGATIVE_REVIEW)
+    await live.press(MERCHANT, mine, mine.button(0, 0))
+    theirs = await live.say(OTHER_MERCHANT, NEGATIVE_REVIEW)
+    mark = live.server.mark()
+    await live.press(OTHER_MERCHANT, theirs, theirs.button(0, 0))
+    edited = await live.next("editMessageText", OTHER_MERCHANT["id"], after=mark)
+    assert edited.params["text"] == (
+        f"{theirs.params['text']}\n\n✅ 已确认：差评\n"
+        "已记录：2 个商家给了相同的标注，会进入共享模型。"
+    )
+    # Undo still puts the verdict and its buttons back.
+    mark = live.server.mark()
+    await live.press(OTHER_MERCHANT, theirs, edited.button())
+    restored = await live.next("editMessageText", OTHER_MERCHANT["id"], after=mark)
+    assert restored.params["text"] == theirs.params["text"]
+
+
+async def test_english_speakers_hear_what_became_of_their_label_in_english(start_bot):
+    live = await start_bot()
+    reply = await live.say(ENGLISH, NEGATIVE_REVIEW)
+    mark = live.server.mark()
+    answer = await live.press(ENGLISH, reply, reply.button(0, 1))
+    assert answer.params["text"] == "Recorded, thank you!"
+    edited = await live.next("editMessageText", ENGLISH["id"], after=mark)
+    assert edited.params["text"] == (
+        f"{reply.params['text']}\n\n✏️ Corrected to: 好评 (positive)\n"
+        "Recorded: it will train your own model; it joins the shared model once another "
+        "merchant or an admin agrees."
+    )

@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 from core.batching import Coalescer
 from core.classification import ClassificationService, ReviewInput
 from core.errors import BackendUnavailable
-from core.tables import ModelVersion, Review, Source
+from core.tables import ModelVersion, Review, Source, TenantView
 from core.wiring import Core
 from serving.base import BackendError, Classifier, Verdict
 
@@ -152,6 +152,9 @@ class Spy:
 
     def for_version(self, version: ModelVersion) -> Classifier:
         return SpyClassifier(self, self.real.for_version(version))
+
+    def for_view(self, view: TenantView) -> Classifier:
+        return SpyClassifier(self, self.real.for_view(view))
 
 
 class SpyClassifier:

@@ -1,6 +1,10 @@
 import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from core import reviews
 from core.classification import ReviewInput
@@ -69,7 +73,7 @@ def test_stats_count_reviews_corrections_and_versions(core: Core, stored):
     assert before.positive == positive
 
     wrong = Label(1 - stored[0].verdict.label)
-    event = core.feedback.record(stored[0].review_id, wrong, actor="m", channel=Source.API)
+    event = core.feedback.record(stored[0].review_id, wrong, actor="m", channel=Source.API).event
     after = reviews.stats(core.engine, tenant="acme")
     assert (after.corrections, after.labelled) == (1, 1)
     assert after.correction_rate == pytest.approx(0.25)
@@ -90,3 +94,44 @@ def test_the_queue_is_unlabelled_reviews_least_confident_first(core: Core, store
     assert len(queue) == 4
     core.feedback.record(queue[0].review.id or 0, Label.POSITIVE, actor="m", channel=Source.API)
     assert len(reviews.least_confident(core.engine, tenant="acme", limit=10)) == 3
+
+
+def query_plans(engine: Engine, read: Callable[[], Any]) -> list[str]:
+    """SQLite's plan (EXPLAIN QUERY PLAN) of every statement ``read`` runs, a line a step."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        read()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    with engine.connect() as connection:
+        return [
+            str(row[3])
+            for statement, parameters in statements
+            for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        ]
+
+
+def test_one_review_and_a_page_are_read_by_index_without_scanning_predictions(core: Core, stored):
+    """The latest prediction and label of a review are looked up for that review, not
+    aggregated over the whole table first (15 ms a read at 36k predictions, 79 ms at 540k)."""
+    review_id = stored[0].review_id
+    reads = {
+        "get": lambda: reviews.get(core.engine, review_id, tenant="acme"),
+        "page": lambda: reviews.page(core.engine, tenant="acme", limit=2),
+        "filtered page": lambda: reviews.page(
+            core.engine, tenant="acme", label=Label.NEGATIVE, corrected=False
+        ),
+        "queue": lambda: reviews.least_confident(core.engine, tenant="acme"),
+    }
+    for name, read in reads.items():
+        plan = query_plans(core.engine, read)
+        assert plan, name
+        whole_table = re.compile(r"^(SCAN (prediction|label_event)\b|MATERIALIZE)")
+        assert [step for step in plan if whole_table.match(step)] == [], (name, plan)
+    get = query_plans(core.engine, reads["get"])
+    assert any(step.startswith("SEARCH review USING INTEGER PRIMARY KEY") for step in get), get

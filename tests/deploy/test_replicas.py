@@ -79,7 +79,7 @@ def fleet(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fle
         root,
         pg_url,
         RETRAIN__LEADER_RETRY_S="0.5",
-        RETRAIN__CHECK_EVERY_MINUTES=str(CHECK_EVERY_S / 60),
+        RETRAIN__CHECK_EVERY_S=str(CHECK_EVERY_S),
         RETRAIN__LABEL_THRESHOLD="1000000",
     )
     try:

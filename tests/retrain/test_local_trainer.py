@@ -5,6 +5,7 @@ from sqlmodel import Session, select
 
 from core import registry
 from core.db import unit_of_work
+from core.labels import text_hash
 from core.tables import ActorRole, LabelEvent, ModelStatus, Review, Source, Split, saved_id
 from core.wiring import Core
 from retrain.cycle import run_cycle
@@ -37,13 +38,13 @@ def test_the_training_set_never_contains_holdout_texts(core: Core):
 def label(core: Core, text: str, value: Label, *, revoked: bool = False) -> None:
     """An admin's label, which the learning loop trusts on its own."""
     with unit_of_work(core.engine) as session:
-        review = Review(text=text, text_hash="-", source=Source.API, tenant="acme")
+        review = Review(text=text, text_hash=text_hash(text), source=Source.API, tenant="acme")
         session.add(review)
-    event = core.feedback.record(
+    labelled = core.feedback.record(
         saved_id(review), value, actor="boss", channel=Source.API, role=ActorRole.ADMIN
     )
     if revoked:
-        core.feedback.revoke(saved_id(event))
+        core.feedback.revoke(saved_id(labelled.event))
 
 
 def test_human_labels_join_and_override_and_revoked_ones_do_not(core: Core):

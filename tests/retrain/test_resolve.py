@@ -6,19 +6,22 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from core.config import RetrainSettings
 from core.db import unit_of_work
+from core.labels import text_hash
 from core.tables import (
     Actor,
     ActorRole,
     LabelEvent,
     LabelKind,
+    Labeller,
     Prediction,
     Review,
     Source,
     Split,
     saved_id,
 )
-from retrain.resolve import Policy, training_set
+from retrain.resolve import Resolution, training_set
 from serving.base import Label
 
 POS, NEG = Label.POSITIVE, Label.NEGATIVE
@@ -30,12 +33,13 @@ class Store:
 
     def dataset(self, text: str, label: Label, split: Split = Split.TRAIN) -> None:
         with unit_of_work(self.engine) as session:
-            review = Review(text=text, text_hash="-", source=Source.DATASET)
+            review = Review(text=text, text_hash=text_hash(text), source=Source.DATASET)
             session.add(review)
             session.flush()
             session.add(
                 LabelEvent(
                     review_id=saved_id(review),
+                    text_hash=text_hash(text),
                     label=int(label),
                     actor="dataset",
                     channel=Source.DATASET,
@@ -54,20 +58,24 @@ class Store:
         role: ActorRole = ActorRole.MERCHANT,
         at: datetime | None = None,
         revoked: bool = False,
+        tenant: str | None = None,
     ) -> None:
         with unit_of_work(self.engine) as session:
-            review = Review(text=text, text_hash="-", source=Source.API, tenant=actor)
+            review = Review(
+                text=text, text_hash=text_hash(text), source=Source.API, tenant=tenant or actor
+            )
             session.add(review)
             session.flush()
             prediction_id = None
             if predicted is not None:
-                prediction = Prediction(
+                prediction = Prediction(  # shown to the labeller before it labelled
                     review_id=saved_id(review),
                     backend="local",
                     model_id="m",
                     label=int(predicted),
                     confidence=0.9,
                     latency_ms=1,
+                    created_at=(at or datetime.now(UTC)) - timedelta(seconds=1),
                 )
                 session.add(prediction)
                 session.flush()
@@ -78,6 +86,7 @@ class Store:
             session.add(
                 LabelEvent(
                     review_id=saved_id(review),
+                    text_hash=text_hash(text),
                     label=int(label),
                     actor=actor,
                     channel=Source.API,
@@ -99,32 +108,67 @@ def store(engine: Engine) -> Store:
     return store
 
 
-def labels_of(engine: Engine, policy: Policy | None = None) -> dict[str, Label]:
-    result = training_set(engine, policy)
+def resolve(engine: Engine, **rules: object) -> Resolution:
+    return training_set(engine, RetrainSettings.model_validate(rules))
+
+
+def labels_of(engine: Engine, **rules: object) -> dict[str, Label]:
+    result = resolve(engine, **rules)
     return dict(zip(result.texts, result.labels, strict=True))
+
+
+def view_of(result: Resolution, tenant: str) -> dict[str, Label]:
+    view = result.views[tenant]
+    return dict(zip(view.texts, view.labels, strict=True))
 
 
 def test_the_train_split_alone_and_never_the_holdout(store: Store):
     assert labels_of(store.engine) == {"好吃": POS, "难吃": NEG, "冷了": NEG}
 
 
-def test_one_untrusted_merchant_is_not_enough_but_two_agreeing_are(store: Store):
+def test_one_tenant_teaches_its_own_view_at_once_and_the_shared_model_once_another_agrees(
+    store: Store,
+):
     store.human("新评论", "m1", POS)
-    result = training_set(store.engine)
+    result = resolve(store.engine)
     assert "新评论" not in result.texts
-    assert result.pending == 1
+    assert view_of(result, "m1") == {"新评论": POS}
+    assert result.fates == {"pending": 1}
     store.human("新评论", "m2", POS)
-    assert labels_of(store.engine)["新评论"] == POS
+    result = resolve(store.engine)
+    assert dict(zip(result.texts, result.labels, strict=True))["新评论"] == POS
+    assert result.fates == {"accepted": 2}
 
 
-def test_an_admin_is_trusted_alone_and_overrides_the_dataset(store: Store):
+def test_one_tenant_is_enough_for_the_shared_model_with_a_quorum_of_one(store: Store):
+    store.human("新评论", "m1", POS)
+    assert labels_of(store.engine, quorum=1)["新评论"] == POS
+
+
+def test_actor_names_under_one_client_are_one_voice(store: Store):
+    store.human("新评论", "acme/shop-1", POS, tenant="acme")
+    store.human("新评论", "acme/shop-2", POS, tenant="acme")
+    result = resolve(store.engine)
+    assert "新评论" not in result.texts, "two names of one client are not two tenants"
+    assert set(result.views) == {"acme"}
+    assert result.superseded == 1
+
+
+def test_an_admin_counts_alone_is_never_capped_and_overrides_the_dataset(store: Store):
     store.human("冷了", "boss", POS, role=ActorRole.ADMIN)
-    assert labels_of(store.engine)["冷了"] == POS
+    for i in range(300):
+        store.human(f"管理员{i}", "boss", NEG, role=ActorRole.ADMIN)
+    by_text = labels_of(store.engine)
+    assert by_text["冷了"] == POS
+    assert sum(t.startswith("管理员") for t in by_text) == 300
 
 
 def test_a_holdout_text_stays_out_whoever_labels_it(store: Store):
     store.human("考试题", "boss", NEG, role=ActorRole.ADMIN)
-    assert "考试题" not in labels_of(store.engine)
+    store.human("考试题", "m1", NEG)
+    result = resolve(store.engine)
+    assert "考试题" not in result.texts
+    assert "m1" not in result.views, "a holdout label teaches no view"
 
 
 def test_revoked_labels_do_not_count_and_the_latest_of_an_actor_wins(store: Store):
@@ -136,49 +180,81 @@ def test_revoked_labels_do_not_count_and_the_latest_of_an_actor_wins(store: Stor
     assert labels_of(store.engine)["另一条"] == POS
 
 
-def test_trust_grows_with_agreement_and_a_trusted_merchant_counts_alone(store: Store):
-    for i in range(20):
-        store.human(f"评论{i}", "honest", POS, predicted=POS)
-        store.human(f"坏{i}", "liar", NEG, predicted=POS)
-    store.human("只有诚实的人说", "honest", NEG, predicted=POS)
-    store.human("只有骗子说", "liar", POS, predicted=NEG)
-    result = training_set(store.engine)
-    assert result.trust["honest"] > 0.8 > 0.2 > result.trust["liar"]
-    by_text = dict(zip(result.texts, result.labels, strict=True))
-    assert by_text["只有诚实的人说"] == NEG
-    assert "只有骗子说" not in by_text
+def test_a_label_against_the_dataset_teaches_only_the_labellers_view(store: Store):
+    store.human("好吃", "m1", NEG)
+    result = resolve(store.engine)
+    assert dict(zip(result.texts, result.labels, strict=True))["好吃"] == POS
+    assert view_of(result, "m1") == {"好吃": NEG}
+    assert result.fates == {"held_back": 1}
+
+
+def test_a_flipping_tenant_is_flagged_by_independent_evidence_and_corroborates_nobody(
+    store: Store,
+):
+    for i in range(12):
+        store.dataset(f"金标准{i}", POS)
+        store.human(f"金标准{i}", "liar", NEG)
+        store.human(f"金标准{i}", "honest", POS)
+    store.human("骗子和别人都说", "liar", NEG)
+    store.human("骗子和别人都说", "other", NEG)
+    result = resolve(store.engine)
+    assert result.flagged == ["liar"]
+    assert result.labellers["liar"].trust < 0.2 < 0.85 < result.labellers["honest"].trust
+    assert "骗子和别人都说" not in result.texts, "a flagged tenant is no second voice"
     with Session(store.engine) as session:
-        honest = session.get(Actor, "honest")
-        assert honest is not None and honest.trust == pytest.approx(
-            result.trust["honest"], abs=1e-4
-        )
+        liar = session.get(Labeller, "liar")
+        assert liar is not None and liar.flagged and liar.checked == 13
 
 
-def test_disagreeing_trusted_actors_are_a_reported_conflict(store: Store):
-    store.human("难吃", "boss", POS, role=ActorRole.ADMIN)
-    store.human("难吃", "chief", NEG, role=ActorRole.ADMIN)
-    result = training_set(store.engine)
+def test_trust_never_depends_on_the_model_being_corrected(store: Store):
+    for i in range(20):
+        store.human(f"纠正{i}", "corrector", NEG, predicted=POS)
+    result = resolve(store.engine)
+    assert result.labellers["corrector"].checked == 0
+    assert result.labellers["corrector"].trust == 0.5
+    assert not result.flagged
+
+
+def test_tenants_who_disagree_are_a_reported_conflict(store: Store):
+    store.human("新评论", "m1", POS)
+    store.human("新评论", "m2", NEG)
+    result = resolve(store.engine)
     (conflict,) = result.conflicts
-    assert conflict["text"] == "难吃"
-    assert conflict["votes"] == {"boss": "positive", "chief": "negative"}
-    assert conflict["kept"] == "negative"
-    assert dict(zip(result.texts, result.labels, strict=True))["难吃"] == NEG
+    assert conflict["votes"] == {"m1": "positive", "m2": "negative"}
+    assert "新评论" not in result.texts
+    assert view_of(result, "m1") == {"新评论": POS}
+    assert view_of(result, "m2") == {"新评论": NEG}
 
 
-def test_caps_hold_back_floods_and_bursts_of_flips(store: Store):
-    for i in range(5):
-        store.human(f"洪水{i}", "boss", POS, role=ActorRole.ADMIN)
-    result = training_set(store.engine, Policy(daily_cap=3))
-    assert result.held_back == {"boss": 2}
-    assert sum(t.startswith("洪水") for t in result.texts) == 3
-
-    for i in range(4):
-        store.human(f"翻转{i}", "flipper", NEG, predicted=POS, role=ActorRole.ADMIN)
-    result = training_set(store.engine, Policy(burst_limit=3))
-    assert result.held_back["flipper"] == 4
-    assert not any(t.startswith("翻转") for t in result.texts)
+def test_verdicts_left_alone_before_the_latest_label_confirm_them_in_the_own_view(
+    store: Store, engine: Engine
+):
+    with unit_of_work(engine) as session:
+        for text, label in (("看过没改", POS), ("还没看到", NEG)):
+            review = Review(text=text, text_hash=text_hash(text), source=Source.API, tenant="m1")
+            session.add(review)
+            session.flush()
+            seen = text == "看过没改"
+            moment = datetime.now(UTC) + (timedelta(minutes=-10) if seen else timedelta(hours=1))
+            session.add(
+                Prediction(
+                    review_id=saved_id(review),
+                    backend="local",
+                    model_id="m",
+                    label=int(label),
+                    latency_ms=1,
+                    created_at=moment,
+                )
+            )
+    store.human("改过的", "m1", NEG, predicted=POS)
+    result = resolve(store.engine)
+    assert view_of(result, "m1") == {"改过的": NEG, "看过没改": POS}
+    assert (result.views["m1"].explicit, result.views["m1"].implicit) == (1, 1)
+    assert "看过没改" not in result.texts, "implicit confirmations teach nobody else"
+    off = resolve(store.engine, implicit_confirmations=False)
+    assert view_of(off, "m1") == {"改过的": NEG}
 
 
 def test_the_same_inputs_give_the_same_hash(store: Store):
     store.human("新评论", "boss", POS, role=ActorRole.ADMIN)
-    assert training_set(store.engine).content_hash == training_set(store.engine).content_hash
+    assert resolve(store.engine).content_hash == resolve(store.engine).content_hash

@@ -5,6 +5,7 @@ import pytest
 from sqlmodel import Session, func, select
 
 from core.feedback import FeedbackService
+from core.labels import text_hash
 from core.tables import ActorRole, Review, Snapshot, Source
 from core.wiring import Core
 from retrain.snapshot import snapshot_for, take_snapshot
@@ -33,7 +34,9 @@ def test_a_snapshot_is_written_whole_and_reused_when_nothing_changed(core: Core,
 def test_a_new_label_makes_a_new_snapshot(core: Core, tmp_path):
     first = take_snapshot(core.engine, tmp_path)
     with Session(core.engine) as session:
-        review = Review(text="全新的评论：好吃", text_hash="-", source=Source.API)
+        review = Review(
+            text="全新的评论：好吃", text_hash=text_hash("全新的评论：好吃"), source=Source.API
+        )
         session.add(review)
         session.commit()
         review_id = review.id
@@ -77,14 +80,18 @@ def test_an_interrupted_snapshot_leaves_nothing_used(core: Core, tmp_path, monke
 
 def test_the_loop_snapshot_follows_the_label_rules_in_the_settings(core: Core):
     with Session(core.engine) as session:
-        review = Review(text="只有一位商家说是好评", text_hash="-", source=Source.API)
+        review = Review(
+            text="只有一位商家说是好评",
+            text_hash=text_hash("只有一位商家说是好评"),
+            source=Source.API,
+        )
         session.add(review)
         session.commit()
         review_id = review.id
     assert review_id is not None
     FeedbackService(core.engine).record(review_id, Label.POSITIVE, actor="m1", channel=Source.API)
     before = snapshot_for(core)
-    assert before.manifest["human_labels"] == 0, "one untrusted merchant is below the quorum of 2"
+    assert before.manifest["human_labels"] == 0, "one tenant alone is below the quorum of 2"
     core.settings.retrain.quorum = 1
     after = snapshot_for(core)
     assert after.manifest["human_labels"] == 1

@@ -68,6 +68,37 @@ def test_enough_new_labels_start_a_retrain_that_promotes(leading: Core):
     assert len(requests(leading)) == 1, "the labels were consumed by that run"
 
 
+@pytest.mark.slow
+def test_a_running_worker_serves_a_merchants_labels_within_a_minute_of_the_threshold(core: Core):
+    core.settings.retrain.label_threshold = 20
+    core.settings.retrain.check_every_s = 1
+
+    async def label_then_wait() -> float:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_worker(core, stop))
+        items = [ReviewInput(f"第{i}单：水果不新鲜，烂了好几个") for i in range(20)]
+        results = await core.classification.classify(items, source=Source.API, tenant="grocer")
+        for result in results:
+            await asyncio.to_thread(
+                core.feedback.record,
+                result.review_id,
+                Label.NEGATIVE,
+                actor="grocer",
+                channel=Source.API,
+                tenant="grocer",
+            )
+        arrived = time.monotonic()
+        while core.tenant_views.of("grocer") is None and time.monotonic() - arrived < 60:
+            await asyncio.sleep(0.2)
+        stop.set()
+        await running
+        return time.monotonic() - arrived
+
+    seconds = asyncio.run(label_then_wait())
+    assert core.tenant_views.of("grocer") is not None, f"no view served after {seconds:.0f} s"
+    assert seconds < 60
+
+
 def test_the_jobs_are_stored_in_the_product_database(core: Core):
     async def start_and_stop() -> list[str]:
         scheduler = worker.build_scheduler(core)
