@@ -104,7 +104,10 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
     figure, (teach, harm) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
     for o in (o for o in outcomes if o.reference is not None):
         line = teach.plot(
-            [0, *(n for n, _ in o.curve)], [o.base, *(a for _, a in o.curve)], "o-", label=o.domain
+            [0, *(n for n, _ in o.curve)],
+            [o.base, *(a for _, a in o.curve)],
+            "o-",
+            label=_ascii(o.domain),
         )
         teach.axhline(o.reference, color=line[0].get_color(), linestyle=":", linewidth=1)
     teach.set_xlabel("corrections of wrong verdicts (one client)")
@@ -125,7 +128,7 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
         list(rows), [f"{_ascii(o.domain)}: {o.scenario.split(':')[0]}" for o in hostile], fontsize=6
     )
     harm.axvline(-1.0, color="grey", linestyle="--", linewidth=1)
-    harm.set_xlabel("accuracy change on the domain, pt (dashed: the 1 pt limit for others)")
+    harm.set_xlabel("accuracy change on the domain, pt (dashed: -1 pt)")
     harm.set_title("A liar's labels change its own model only")
     harm.legend(fontsize=7, loc="lower left")
     figure.tight_layout()

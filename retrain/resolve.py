@@ -71,19 +71,6 @@ class TenantExamples:
 
 
 @dataclass
-class LabellerFigures:
-    tenant: str
-    labels: int = 0
-    accepted: int = 0
-    pending: int = 0
-    held_back: int = 0
-    checked: int = 0
-    agreed: int = 0
-    trust: float = PRIOR_TRUST
-    flagged: bool = False
-
-
-@dataclass
 class Resolution:
     texts: list[str]
     labels: list[Label]
@@ -92,7 +79,7 @@ class Resolution:
     excluded_holdout: int
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     views: dict[str, TenantExamples] = field(default_factory=dict)
-    labellers: dict[str, LabellerFigures] = field(default_factory=dict)
+    labellers: dict[str, Labeller] = field(default_factory=dict)
     fates: Counter[str] = field(default_factory=Counter)
     """Each principal's latest label of each text, by fate status."""
     superseded: int = 0
@@ -268,15 +255,15 @@ def _latest_votes(
 
 def _trust(
     votes: dict[str, list[Vote]], dataset: dict[str, Label], rules: RetrainSettings
-) -> dict[str, LabellerFigures]:
-    figures: dict[str, LabellerFigures] = {}
+) -> dict[str, Labeller]:
+    figures: dict[str, Labeller] = {}
     for key, text_votes in votes.items():
         for vote in text_votes:
             if vote.admin:
                 continue
             mine = figures.get(vote.principal)
             if mine is None:
-                mine = figures[vote.principal] = LabellerFigures(vote.principal)
+                mine = figures[vote.principal] = Labeller(tenant=vote.principal)
             evidence = reference(vote.principal, text_votes, dataset.get(key))
             if evidence is not None:
                 mine.checked += 1
@@ -362,24 +349,13 @@ def _conflict(text: str, votes: list[Vote], dataset: Label | None) -> dict[str, 
     }
 
 
-def _save_labellers(engine: Engine, labellers: dict[str, LabellerFigures]) -> None:
+def _save_labellers(engine: Engine, labellers: dict[str, Labeller]) -> None:
     if not labellers:
         return
     now = utcnow()
     rows = [
-        {
-            "tenant": f.tenant,
-            "labels": f.labels,
-            "accepted": f.accepted,
-            "pending": f.pending,
-            "held_back": f.held_back,
-            "checked": f.checked,
-            "agreed": f.agreed,
-            "trust": round(f.trust, 4),
-            "flagged": f.flagged,
-            "updated_at": now,
-        }
-        for f in labellers.values()
+        figures.model_dump() | {"trust": round(figures.trust, 4), "updated_at": now}
+        for figures in labellers.values()
     ]
     with unit_of_work(engine) as session:
         dialect = session.get_bind().dialect.name

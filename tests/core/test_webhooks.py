@@ -1,5 +1,6 @@
 import asyncio
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,28 +83,44 @@ def two_processes(db_url: str, trained_store: Path, tmp_path: Path):
         core.engine.dispose()
 
 
+Send = Callable[[Core, Caller, str], Awaitable[Delivery]]
+
+
+def race_two_ids(two_processes: list[Core], key: str, send: Send) -> None:
+    """Four deliveries of each of two webhook ids from each process at once: per id, one is
+    processed and every other gets its response back."""
+
+    async def race() -> list[Delivery]:
+        callers = [await core.clients.authenticate(key) for core in two_processes]
+        return list(
+            await asyncio.gather(
+                *(
+                    send(core, caller, webhook_id)
+                    for webhook_id in ("msg_a", "msg_b")
+                    for core, caller in zip(two_processes, callers, strict=True)
+                    for _ in range(4)
+                )
+            )
+        )
+
+    deliveries = asyncio.run(race())
+    for same in (deliveries[:8], deliveries[8:]):
+        assert sum(not d.replayed for d in same) == 1
+        assert all(d.response == same[0].response for d in same)
+
+
 def test_concurrent_duplicate_deliveries_are_stored_exactly_once(two_processes):
     first_core = two_processes[0]
     key = first_core.clients.create("acme").key
     items = [ReviewInput("好吃", external_id="o-1"), ReviewInput("太慢了", external_id="o-2")]
 
-    async def race() -> list[Delivery]:
-        callers = [await core.clients.authenticate(key) for core in two_processes]
-        deliveries: list[Delivery] = await asyncio.gather(
-            *(
-                core.webhooks.deliver(caller, webhook_id, items, respond, body=BODY)
-                for webhook_id in ("msg_a", "msg_b")
-                for core, caller in zip(two_processes, callers, strict=True)
-                for _ in range(4)
-            )
-        )
-        return deliveries
-
-    deliveries = asyncio.run(race())
-    by_id = {"msg_a": deliveries[:8], "msg_b": deliveries[8:]}
-    for same in by_id.values():
-        assert sum(not d.replayed for d in same) == 1
-        assert all(d.response == same[0].response for d in same)
+    race_two_ids(
+        two_processes,
+        key,
+        lambda core, caller, webhook_id: core.webhooks.deliver(
+            caller, webhook_id, items, respond, body=BODY
+        ),
+    )
     assert count(first_core, WebhookDelivery) == 2
     # Two deliveries of the same orders: the reviews are shared (external ids), predictions not.
     assert count(first_core, Review, Review.tenant == "acme") == 2
@@ -158,23 +175,13 @@ def test_concurrent_duplicate_label_deliveries_are_stored_exactly_once(two_proce
     )
     labels = [LabelInput(s.review_id, Label.NEGATIVE, "acme") for s in stored]
 
-    async def race() -> list[Delivery]:
-        callers = [await core.clients.authenticate(key) for core in two_processes]
-        deliveries: list[Delivery] = await asyncio.gather(
-            *(
-                core.webhooks.deliver_labels(caller, webhook_id, labels, respond_labels, body=BODY)
-                for webhook_id in ("msg_a", "msg_b")
-                for core, caller in zip(two_processes, callers, strict=True)
-                for _ in range(4)
-            )
-        )
-        return deliveries
-
-    deliveries = asyncio.run(race())
-    by_id = {"msg_a": deliveries[:8], "msg_b": deliveries[8:]}
-    for same in by_id.values():
-        assert sum(not d.replayed for d in same) == 1
-        assert all(d.response == same[0].response for d in same)
+    race_two_ids(
+        two_processes,
+        key,
+        lambda core, caller, webhook_id: core.webhooks.deliver_labels(
+            caller, webhook_id, labels, respond_labels, body=BODY
+        ),
+    )
     assert count(first_core, WebhookDelivery) == 2
     assert count(first_core, LabelEvent, LabelEvent.kind != LabelKind.IMPORT) == 4
 
