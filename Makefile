@@ -84,7 +84,7 @@ bench-load: $(STAMP)
 bench-resolve: $(STAMP)
 	$(BIN)/python -m bench.resolve_scale
 
-# Single-review reads (core.reviews.get and GET /v1/reviews/{id}) on SQLite and on a new
+# Single-review reads (core.classify.reviews.get and GET /v1/reviews/{id}) on SQLite and on a new
 # PostgreSQL database (127.0.0.1:5432) holding 1,000,000 predictions: p50/p99, target p99 < 5 ms.
 bench-reviews: $(STAMP)
 	$(BIN)/python -m bench.review_reads

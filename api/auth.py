@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
 from api.deps import core_of
-from core.clients import Caller
+from core.access.clients import Caller
 from core.errors import PermissionDenied, RateLimited, Unauthenticated
 
 

@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from api.schemas import ErrorResponse
-from core.db import STORE_OUTAGES
 from core.errors import (
     AppError,
     BackendUnavailable,
@@ -25,6 +24,7 @@ from core.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
+from core.store.db import STORE_OUTAGES
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from core.classification import ClassificationService, Classified
-from core.tables import LabelEvent
+from core.classify.service import ClassificationService, Classified
+from core.store.tables import LabelEvent
 
 
 class Metrics:

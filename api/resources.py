@@ -9,11 +9,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from api.schemas import LabelName, LabelZh, ModelRef, label_name, label_zh
-from core.feedback import Labelled, LabelledReview
-from core.label_rules import FATE_CODES, FateStatus
-from core.retrain_requests import RetrainTicket
-from core.reviews import ReviewRecord, Stats
-from core.tables import LabelEvent, LabelKind, ModelStatus, ModelVersion, Prediction, as_utc
+from core.classify.reviews import ReviewRecord, Stats
+from core.labels.feedback import Labelled, LabelledReview
+from core.labels.rules import FATE_CODES, FateStatus
+from core.models.retrain_requests import RetrainTicket
+from core.store.tables import LabelEvent, LabelKind, ModelStatus, ModelVersion, Prediction, as_utc
 from serving.base import Label
 
 _FATE_EXAMPLE: dict[str, JsonValue] = {

@@ -4,15 +4,16 @@ Pydantic models that are also its OpenAPI schema (the stored things it shows: ap
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.classification import Classified, ReviewInput
+from core.classify.service import Classified, ReviewInput
+from core.config import TrainerName
 from core.errors import InvalidInput
-from core.feedback import LabelInput
-from core.labels import parse_label
-from core.tables import as_utc
+from core.labels.feedback import LabelInput
+from core.labels.vocabulary import parse_label
+from core.store.tables import as_utc
 from serving.base import Label
 
 MAX_BATCH = 256
@@ -251,7 +252,7 @@ class RetrainIn(_Strict):
     )
 
     reason: str = Field(default="", max_length=500, pattern=r"^[^\x00]*$")
-    backend: Literal["local", "zhipu", "lora"] | None = Field(
+    backend: TrainerName | None = Field(
         default=None, description="The trainer (default: RETRAIN__BACKEND)."
     )
 
@@ -266,11 +267,11 @@ class ErrorResponse(BaseModel):
 
 
 def label_name(label: Label) -> LabelName:
-    return "positive" if label is Label.POSITIVE else "negative"
+    return cast(LabelName, label.api_name)
 
 
 def label_zh(label: Label) -> LabelZh:
-    return "好评" if label is Label.POSITIVE else "差评"
+    return cast(LabelZh, label.zh)
 
 
 def since_utc(moment: datetime | None) -> datetime | None:

@@ -19,9 +19,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
 from bench.store import fresh_core
-from core import registry
-from core.data import load_split
-from core.tables import Split
+from core.models import registry
+from core.models.dataset import load_split
+from core.store.tables import Split
 from retrain.cycle import run_cycle
 from retrain.resolve import training_set
 from retrain.trainers.local import fit

@@ -37,7 +37,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core.config import DBSettings, LocalModelSettings, Settings
-from core.tables import ClientRole, Prediction, Review, Source
+from core.store.tables import ClientRole, Prediction, Review, Source
 from core.wiring import Core
 from tests.support.loopback import free_port
 

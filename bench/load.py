@@ -40,7 +40,7 @@ from bench.api_load import (
     wait_until_up,
 )
 from core.config import DBSettings, Settings
-from core.tables import ClientRole
+from core.store.tables import ClientRole
 from core.wiring import Core
 from tests.support.loopback import free_port, scratch_database
 

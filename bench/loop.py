@@ -245,7 +245,7 @@ async def threshold_to_served(domain: Domain, threshold: int = 200) -> float:
 
 def _full_data() -> float:
     """The CPU model trained on the whole train split, on the holdout."""
-    from core.data import decode, parse, split, usable_rows
+    from core.models.dataset import decode, parse, split, usable_rows
 
     raw = Path("../shared/data/waimai_10k.csv").read_bytes()
     train, test = split(parse(decode(raw)[0]))

@@ -20,12 +20,12 @@ from sqlmodel import Session, col, select
 
 from api.main import create_app
 from bench.store import fresh_core
-from core import registry
-from core.classification import ReviewInput
+from core.classify.service import ReviewInput
 from core.config import ApiSettings, Settings
-from core.data import load_split
-from core.db import unit_of_work
-from core.tables import (
+from core.models import registry
+from core.models.dataset import load_split
+from core.store.db import unit_of_work
+from core.store.tables import (
     ClientRole,
     LabelEvent,
     LabelKind,

@@ -37,9 +37,9 @@ from rich.table import Table
 from sqlalchemy import Engine, create_engine, text
 
 from core.config import DBSettings, RetrainSettings
-from core.db import make_engine, upgrade_schema
-from core.label_rules import FateStatus
-from core.labels import text_hash
+from core.labels.rules import FateStatus
+from core.store.db import make_engine, upgrade_schema
+from core.store.texts import text_hash
 
 console = Console()
 TENANTS, ADMIN_ACTORS = 2_000, tuple(f"ops-admin-{i}" for i in range(5))
@@ -53,7 +53,7 @@ _FRAGMENT = re.compile(r"[，。！？、；,.!?;~…\s]+")
 
 def build(engine: Engine, n: int, seed: int = 7) -> dict[str, float]:
     """The dataset, then ``n`` reviews, predictions and human labels by COPY; seconds by step."""
-    from core.data import prepare  # pandas and scikit-learn: not in the measured process
+    from core.models.dataset import prepare  # pandas and scikit-learn: not in the measured process
 
     steps: dict[str, float] = {}
     start = time.perf_counter()

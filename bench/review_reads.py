@@ -31,10 +31,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, text
 
-from core import reviews
+from core.classify import reviews
 from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
-from core.db import upgrade_schema
-from core.tables import ClientRole
+from core.store.db import upgrade_schema
+from core.store.tables import ClientRole
 from core.wiring import Core
 
 console = Console()
@@ -158,7 +158,7 @@ def measure(
         review_id = rng.choice(ids)
         return reviews.get(core.engine, review_id, tenant=owners[review_id])
 
-    figures: dict[str, Any] = {"built_s": built, "core.reviews.get": timed(one, reads)}
+    figures: dict[str, Any] = {"built_s": built, "core.classify.reviews.get": timed(one, reads)}
     with served_in_thread(create_app(core)) as base, httpx.Client(base_url=base) as http:
         headers = {"Authorization": f"Bearer {key}"}
 
@@ -169,10 +169,10 @@ def measure(
 
         figures["GET /v1/reviews/{id}"] = timed(over_http, reads)
     tenant = "client-7"
-    figures["core.reviews.page (50)"] = timed(
+    figures["core.classify.reviews.page (50)"] = timed(
         lambda: reviews.page(core.engine, tenant=tenant), max(20, reads // 20)
     )
-    figures["core.reviews.stats (a tenant)"] = timed(
+    figures["core.classify.reviews.stats (a tenant)"] = timed(
         lambda: reviews.stats(core.engine, tenant=tenant), 10
     )
     core.engine.dispose()
@@ -198,7 +198,7 @@ def report(n: int, results: dict[str, dict[str, Any]]) -> None:
             if read == "built_s":
                 continue
             p50, p99 = value
-            single = read in ("core.reviews.get", "GET /v1/reviews/{id}")
+            single = read in ("core.classify.reviews.get", "GET /v1/reviews/{id}")
             mark = ("[green]" if p99 < TARGET_MS else "[red]") if single else ""
             table.add_row(name, read, f"{p50:.2f}", f"{mark}{p99:.2f}")
     console.print(table)

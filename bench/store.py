@@ -6,8 +6,8 @@ import tempfile
 from pathlib import Path
 
 from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
-from core.data import prepare
-from core.db import upgrade_schema
+from core.models.dataset import prepare
+from core.store.db import upgrade_schema
 from core.wiring import Core
 
 

@@ -25,10 +25,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from core import registry
-from core.classification import ReviewInput
-from core.db import upgrade_schema
-from core.tables import Source
+from core.classify.service import ReviewInput
+from core.models import registry
+from core.store.db import upgrade_schema
+from core.store.tables import Source
 from core.wiring import Core
 from retrain.trainers.lora_sft import LoraHyperparameters, train_adapter
 from serving.base import Label

@@ -21,7 +21,7 @@ from bot import middlewares, texts
 from bot.handlers import routers
 from bot.keyboards import ButtonSigner
 from core.config import TelegramSettings
-from core.notifications import Event, RetrainFinished
+from core.store.outbox import Event, RetrainFinished
 from core.wiring import Core
 
 log = logging.getLogger(__name__)

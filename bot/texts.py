@@ -6,7 +6,7 @@ from typing import Literal
 
 from aiogram.types import User
 
-from core.label_rules import Fate
+from core.labels.rules import Fate
 from serving.base import Label
 
 Lang = Literal["zh", "en"]

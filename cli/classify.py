@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from cli.context import console, errors, friendly_errors, get_core
-from core.classification import Classified, ReviewInput
+from core.classify.service import Classified, ReviewInput
 from core.errors import AppError
-from core.tables import Source
+from core.store.tables import Source
 from core.wiring import Core
 
 

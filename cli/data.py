@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.context import console, errors, friendly_errors, get_core
-from core import data
+from core.models import dataset
 
 app = typer.Typer(help="The dataset: fetch, split, write JSONL, import.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def prepare(
     """Split waimai_10k.csv 70/30 (the canonical split), write chat JSONL and import the rows."""
     core = get_core()
     with errors.status("preparing the dataset") as status:
-        report = data.prepare(
+        report = dataset.prepare(
             core.engine,
             source or core.settings.data.source,
             out or core.settings.data.dir,

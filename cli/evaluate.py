@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 
 from cli.context import console, friendly_errors, get_core, progress
-from core import registry
-from core.data import load_split
-from core.evaluation import evaluate
-from core.tables import Split
+from core.models import registry
+from core.models.dataset import load_split
+from core.models.evaluation import evaluate
+from core.store.tables import Split
 
 
 @friendly_errors

@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 
 from cli.context import console, errors, friendly_errors, get_core
-from core import finetunes
 from core.errors import AppError
-from core.tables import FineTuneJob, Snapshot
+from core.models import finetunes
+from core.store.tables import FineTuneJob, Snapshot
 from core.wiring import Core
 from retrain.snapshot import snapshot_for
 from retrain.trainers.zhipu import ZhipuFineTunes, estimate

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.context import console, errors, friendly_errors, get_core
-from core.tables import ClientRole
+from core.store.tables import ClientRole
 
 app = typer.Typer(help="API keys for platforms and their webhook secrets.", no_args_is_help=True)
 

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from cli.context import console, friendly_errors, get_core
-from core.label_rules import FateStatus
+from core.labels.rules import FateStatus
 from retrain.resolve import Resolution, training_set
 
 app = typer.Typer(help="Human labels: conflicts and trust.", no_args_is_help=True)

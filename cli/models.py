@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from cli.context import console, errors, friendly_errors, get_core
-from core import registry
 from core.errors import InvalidInput
-from core.tables import ModelVersion
+from core.models import registry
+from core.store.tables import ModelVersion
 from retrain.registration import add_model
 
 app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)

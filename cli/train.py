@@ -9,7 +9,7 @@ import typer
 
 from cli.context import console, errors, friendly_errors, get_core
 from cli.models import describe
-from core import registry
+from core.models import registry
 from retrain.cycle import run_cycle
 
 app = typer.Typer(help="Train a new model version.", no_args_is_help=True)

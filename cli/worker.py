@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from cli.context import console, errors, friendly_errors, get_core
 from cli.models import describe
+from core.config import TrainerName
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from retrain.worker import run_worker
@@ -37,7 +38,7 @@ async def _until_signal(core: Core) -> None:
 @friendly_errors
 def retrain_command(
     backend: Annotated[
-        Literal["local", "zhipu", "lora"] | None,
+        TrainerName | None,
         typer.Option(help="Trainer [default: RETRAIN__BACKEND]"),
     ] = None,
     now: Annotated[bool, typer.Option("--now", help="Run here and now, not on the worker")] = False,

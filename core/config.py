@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "placeholder", "secret", "xxx"})
 
 BackendName = Literal["local", "zhipu", "vllm"]
+TrainerName = Literal["local", "zhipu", "lora"]
+"""What a retrain can train: the CPU model, a Zhipu fine-tune, or a LoRA adapter for vLLM."""
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
@@ -156,7 +158,7 @@ class ApiSettings(BaseModel):
 class RetrainSettings(BaseModel):
     """The learning loop: when it runs, which labels it trusts, when a new model wins."""
 
-    backend: Literal["local", "zhipu", "lora"] = "local"
+    backend: TrainerName = "local"
     """Which trainer a retrain uses: the CPU model, a Zhipu fine-tune, or a LoRA for vLLM."""
     cron: str = "0 3 * * *"
     timezone: str = "Asia/Shanghai"

@@ -9,19 +9,19 @@ from functools import cached_property
 
 from sqlalchemy import Engine
 
-from core.batch import BatchService
-from core.classification import ClassificationService
-from core.clients import ClientService
+from core.access.clients import ClientService
+from core.access.merchants import MerchantService
+from core.classify.service import ClassificationService
+from core.classify.uploads import BatchService
 from core.config import Settings
-from core.db import make_engine
-from core.feedback import FeedbackService
-from core.merchants import MerchantService
-from core.notifications import Notifications
-from core.retrain_requests import RetrainRequests
-from core.tables import ModelVersion, TenantView
-from core.telegram_updates import TelegramUpdates
-from core.tenant_views import TenantViews
-from core.webhooks import WebhookService
+from core.delivery.telegram_updates import TelegramUpdates
+from core.delivery.webhooks import WebhookService
+from core.labels.feedback import FeedbackService
+from core.models.retrain_requests import RetrainRequests
+from core.models.views import TenantViews
+from core.store.db import make_engine
+from core.store.outbox import Notifications
+from core.store.tables import ModelVersion, TenantView
 from serving.base import Classifier
 from serving.local import LocalClassifier
 from serving.vllm import VllmClassifier

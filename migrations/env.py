@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import core.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import core.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from core.config import get_settings
-from core.db import make_engine
+from core.store.db import make_engine
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -7,8 +7,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from core import registry
-from core.tables import ModelStatus, ModelVersion, TenantView
+from core.models import registry
+from core.store.tables import ModelStatus, ModelVersion, TenantView
 from core.wiring import Core
 from retrain import gate, promotion, views
 from retrain.gate import Decision

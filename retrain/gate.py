@@ -15,11 +15,11 @@ from typing import Any
 
 from scipy.stats import binomtest
 
-from core import registry
 from core.config import RetrainSettings
-from core.data import load_split
-from core.evaluation import classify_all, metrics
-from core.tables import ModelVersion, Split
+from core.models import registry
+from core.models.dataset import load_split
+from core.models.evaluation import classify_all, metrics
+from core.store.tables import ModelVersion, Split
 from core.wiring import Core
 from serving.base import BackendError, Label, Verdict
 

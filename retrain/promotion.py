@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from core import registry
 from core.config import VllmSettings
 from core.errors import BackendUnavailable, Conflict
-from core.tables import ModelStatus, ModelVersion
+from core.models import registry
+from core.store.tables import ModelStatus, ModelVersion
 from core.wiring import Core
 from serving.base import BackendError, Verdict
 from serving.vllm import VllmRefused, VllmServer

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from core import registry
-from core.data import load_split
 from core.errors import BackendUnavailable
-from core.evaluation import evaluate
-from core.tables import ModelVersion, Split
+from core.models import registry
+from core.models.dataset import load_split
+from core.models.evaluation import evaluate
+from core.store.tables import ModelVersion, Split
 from core.wiring import Core
 from serving.base import BackendError
 

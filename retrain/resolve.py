@@ -33,9 +33,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
 from core.config import RetrainSettings
-from core.db import unit_of_work
-from core.label_rules import ADMINS, FateStatus, Vote, judge, reference
-from core.tables import (
+from core.labels.rules import ADMINS, FateStatus, Vote, judge, reference
+from core.store.db import unit_of_work
+from core.store.tables import (
     Actor,
     ActorRole,
     LabelEvent,

@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from core.config import RetrainSettings
-from core.data import write_jsonl
-from core.db import unit_of_work
-from core.tables import Snapshot
+from core.models.dataset import write_jsonl
+from core.store.db import unit_of_work
+from core.store.tables import Snapshot
 from core.wiring import Core
 from retrain.resolve import Resolution, training_set
 

@@ -15,11 +15,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from core import registry
-from core.data import load_split
-from core.evaluation import classify_all, metrics
-from core.labels import text_hash
-from core.tables import ModelVersion, Snapshot, Split, TenantView, saved_id
+from core.models import registry
+from core.models.dataset import load_split
+from core.models.evaluation import classify_all, metrics
+from core.store.tables import ModelVersion, Snapshot, Split, TenantView, saved_id
+from core.store.texts import text_hash
 from core.wiring import Core
 from retrain.resolve import Resolution, TenantExamples
 from retrain.trainers import local

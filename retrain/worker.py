@@ -26,9 +26,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from filelock import FileLock, Timeout
 from sqlalchemy import Connection, text
 
-from core import registry
-from core.notifications import RetrainFinished
-from core.tables import ModelStatus
+from core.models import registry
+from core.store.outbox import RetrainFinished
+from core.store.tables import ModelStatus
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from retrain.trainers import zhipu

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import Engine
 
 from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
-from core.data import prepare
-from core.db import make_engine, upgrade_schema
+from core.models.dataset import prepare
+from core.store.db import make_engine, upgrade_schema
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from tests.support.loopback import postgres_reachable, scratch_database

@@ -13,7 +13,7 @@ from api.bodies import documented_body, json_body
 from api.deps import core_of, metrics_of
 from api.errors import ERROR_RESPONSES, INVALID_REVIEWS, responses
 from api.schemas import ClassifyRequest, ClassifyResponse, verdicts
-from core.tables import Source
+from core.store.tables import Source
 
 router = APIRouter(prefix="/v1", tags=["classify"], responses=ERROR_RESPONSES)
 

@@ -11,8 +11,8 @@ from api.errors import ERROR_RESPONSES, responses
 from api.params import Id
 from api.resources import LabelEventOut, LabelsOut
 from api.schemas import FeedbackRequest, LabelsRequest
-from core.clients import Caller
-from core.tables import ActorRole, Source
+from core.access.clients import Caller
+from core.store.tables import ActorRole, Source
 
 router = APIRouter(prefix="/v1", tags=["feedback"], responses=ERROR_RESPONSES)
 

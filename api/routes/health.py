@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_TEXT
 from api.deps import CoreDep, MetricsDep
 from api.resources import Health, Readiness
 from api.schemas import ErrorResponse, ModelRef
-from core.tables import ModelStatus
+from core.store.tables import ModelStatus
 
 router = APIRouter(tags=["health"])
 

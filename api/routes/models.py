@@ -10,7 +10,7 @@ from api.errors import ERROR_RESPONSES, responses
 from api.params import Id
 from api.resources import ModelList, ModelVersionOut, RetrainTicketOut
 from api.schemas import RetrainIn
-from core import registry
+from core.models import registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 

@@ -22,8 +22,8 @@ from api.params import (
 )
 from api.resources import ReviewDetail, ReviewOut, ReviewPage
 from api.schemas import LabelName, since_utc
-from core import reviews
-from core.labels import parse_label
+from core.classify import reviews
+from core.labels.vocabulary import parse_label
 
 router = APIRouter(prefix="/v1", tags=["reviews"], responses=ERROR_RESPONSES)
 

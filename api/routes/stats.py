@@ -10,7 +10,7 @@ from api.errors import ERROR_RESPONSES, refusals
 from api.params import SINCE_REFUSED, MerchantId, Since
 from api.resources import StatsOut
 from api.schemas import since_utc
-from core import reviews
+from core.classify import reviews
 
 router = APIRouter(prefix="/v1", tags=["stats"], responses=ERROR_RESPONSES)
 

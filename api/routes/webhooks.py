@@ -14,9 +14,9 @@ from api.errors import ERROR_RESPONSES, INVALID_REVIEWS, refusals, responses
 from api.resources import LabelsOut, LabelsWebhookResponse
 from api.routes.feedback import FATES
 from api.schemas import ID_PATTERN, LabelsWebhookEvent, WebhookEvent, WebhookResponse, verdicts
-from core.classification import Classified
-from core.clients import Caller
-from core.feedback import Labelled
+from core.access.clients import Caller
+from core.classify.service import Classified
+from core.labels.feedback import Labelled
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], responses=ERROR_RESPONSES)
 

@@ -9,10 +9,10 @@ from aiogram.filters import Command
 from aiogram.types import Message
 
 from bot import texts
-from core import registry
+from core.access.merchants import Member
 from core.errors import PermissionDenied
-from core.merchants import Member
-from core.tables import ModelVersion, saved_id
+from core.models import registry
+from core.store.tables import ModelVersion, saved_id
 from core.wiring import Core
 
 

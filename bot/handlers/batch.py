@@ -10,9 +10,9 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile, Message
 
 from bot import texts
-from core.batch import BatchReport
-from core.merchants import Member
-from core.tables import Source
+from core.access.merchants import Member
+from core.classify.uploads import BatchReport
+from core.store.tables import Source
 from core.wiring import Core
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from aiogram.types import CallbackQuery, InaccessibleMessage, InlineKeyboardMark
 
 from bot import texts
 from bot.keyboards import ButtonSigner, LabelPress, UndoPress, label_keyboard, undo_keyboard
+from core.access.merchants import Member
 from core.errors import InvalidInput
-from core.merchants import Member
-from core.tables import LabelKind, Source, saved_id
+from core.store.tables import LabelKind, Source, saved_id
 from core.wiring import Core
 from serving.base import Label
 

@@ -7,9 +7,9 @@ from aiogram.types import Message
 
 from bot import texts
 from bot.keyboards import ButtonSigner, label_keyboard
-from core.classification import ReviewInput
-from core.merchants import Member
-from core.tables import Source
+from core.access.merchants import Member
+from core.classify.service import ReviewInput
+from core.store.tables import Source
 from core.wiring import Core
 
 

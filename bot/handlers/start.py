@@ -9,7 +9,7 @@ from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import Message
 
 from bot import texts
-from core.merchants import Member
+from core.access.merchants import Member
 from core.wiring import Core
 
 

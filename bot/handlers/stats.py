@@ -11,9 +11,9 @@ from aiogram.types import Message
 
 from bot import texts
 from bot.keyboards import ButtonSigner, label_keyboard
-from core import reviews
-from core.merchants import Member, Overview
-from core.tables import saved_id, utcnow
+from core.access.merchants import Member, Overview
+from core.classify import reviews
+from core.store.tables import saved_id, utcnow
 from core.wiring import Core
 from serving.base import Label
 

@@ -14,8 +14,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.svm import LinearSVC
 
-from core import registry
-from core.tables import ModelVersion, Snapshot
+from core.models import registry
+from core.store.tables import ModelVersion, Snapshot
 from core.wiring import Core
 from serving.base import Label
 from serving.local import CharNgramTfidf, LinearModel

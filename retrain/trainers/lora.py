@@ -12,9 +12,9 @@ import asyncio
 from dataclasses import asdict
 from pathlib import Path
 
-from core import registry
 from core.config import VllmSettings
-from core.tables import ModelVersion, Snapshot
+from core.models import registry
+from core.store.tables import ModelVersion, Snapshot
 from core.wiring import Core
 from retrain.trainers.local import new_version_name
 from retrain.trainers.lora_sft import LoraHyperparameters, read_chats, train_adapter

@@ -20,10 +20,10 @@ from typing import Any
 
 import zhipuai
 
-from core import finetunes, registry
 from core.config import ZhipuSettings
 from core.errors import AppError, BackendUnavailable, Conflict
-from core.tables import FineTuneJob, FineTuneStatus, ModelStatus, Snapshot, utcnow
+from core.models import finetunes, registry
+from core.store.tables import FineTuneJob, FineTuneStatus, ModelStatus, Snapshot, utcnow
 from core.wiring import Core
 from retrain import gate
 

@@ -19,9 +19,9 @@ import pytest
 from fastapi import FastAPI
 
 from api.main import create_app
-from core import registry
-from core.db import upgrade_schema
-from core.tables import ClientRole, saved_id
+from core.models import registry
+from core.store.db import upgrade_schema
+from core.store.tables import ClientRole, saved_id
 from core.wiring import Core
 from tests.conftest import make_settings
 

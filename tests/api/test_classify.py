@@ -4,8 +4,8 @@ import pytest
 from sqlmodel import Session, func, select
 
 from api.main import create_app
-from core import registry
-from core.tables import ModelStatus, Prediction, Review, saved_id
+from core.models import registry
+from core.store.tables import ModelStatus, Prediction, Review, saved_id
 from core.wiring import Core
 from tests.api.conftest import client_for, issue
 

@@ -6,7 +6,7 @@ import pytest
 from sqlmodel import Session, func, select
 
 from api.main import create_app
-from core.tables import LabelEvent, Prediction, Review
+from core.store.tables import LabelEvent, Prediction, Review
 from core.wiring import Core
 from tests.api.conftest import client_for, issue
 

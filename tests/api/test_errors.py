@@ -3,8 +3,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from api.main import create_app
-from core.clients import Caller
-from core.tables import ClientRole
+from core.access.clients import Caller
+from core.store.tables import ClientRole
 from core.wiring import Core
 from tests.api.conftest import client_for
 from tests.conftest import make_settings

@@ -1,7 +1,7 @@
 from typing import Any
 
-from core import reviews
-from core.tables import LabelKind
+from core.classify import reviews
+from core.store.tables import LabelKind
 
 
 async def classified(http, key, text="送餐太慢了，菜都凉了") -> dict[str, Any]:

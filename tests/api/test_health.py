@@ -1,8 +1,8 @@
 from sqlmodel import Session, update
 
 from api.main import create_app
-from core import registry
-from core.tables import ModelStatus, ModelVersion, saved_id
+from core.models import registry
+from core.store.tables import ModelStatus, ModelVersion, saved_id
 from core.wiring import Core
 from tests.api.conftest import client_for
 from tests.conftest import make_settings

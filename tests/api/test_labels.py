@@ -6,7 +6,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from api.main import create_app
-from core.tables import LabelEvent, LabelKind, WebhookDelivery
+from core.store.tables import LabelEvent, LabelKind, WebhookDelivery
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from tests.api.conftest import body_of, client_for, issue, sign

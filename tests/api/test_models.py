@@ -1,5 +1,5 @@
-from core import registry
-from core.tables import saved_id
+from core.models import registry
+from core.store.tables import saved_id
 
 
 async def test_admins_list_promote_and_roll_back_versions(http, core, root):

@@ -16,7 +16,7 @@ from schemathesis.checks import (
 )
 
 from api.main import create_app
-from core.tables import ClientRole
+from core.store.tables import ClientRole
 from core.wiring import Core
 from tests.api.conftest import issue
 from tests.api.test_errors import PUBLIC

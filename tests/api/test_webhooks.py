@@ -5,7 +5,7 @@ import pytest
 from sqlmodel import Session, func, select
 
 from api.main import create_app
-from core.tables import Review, WebhookDelivery
+from core.store.tables import Review, WebhookDelivery
 from core.wiring import Core
 from tests.api.conftest import body_of, client_for, issue, sign
 

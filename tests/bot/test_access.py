@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from core.tables import Invite, Review, TelegramUser
+from core.store.tables import Invite, Review, TelegramUser
 from tests.bot.conftest import ADMIN, ENGLISH, MERCHANT, OTHER_MERCHANT, STRANGER
 
 REFUSAL = "抱歉，这个机器人只对受邀商家开放。请向管理员索取邀请链接。"

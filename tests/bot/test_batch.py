@@ -9,8 +9,8 @@ import io
 import pytest
 from sqlmodel import Session, col, select
 
-from core import registry
-from core.tables import Review
+from core.models import registry
+from core.store.tables import Review
 from tests.bot.conftest import MERCHANT
 
 NEGATIVE = ["送餐太慢了，菜都凉了", "太难吃了，再也不点了", "等了两个小时，差评"]

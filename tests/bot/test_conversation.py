@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
-from core.tables import LabelEvent, LabelKind, Review
+from core.store.tables import LabelEvent, LabelKind, Review
 from tests.bot.conftest import ADMIN, ENGLISH, MERCHANT, OTHER_MERCHANT
 
 NEGATIVE_REVIEW = "送餐太慢了，菜都凉了，再也不点了"

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from core.notifications import RetrainFinished
+from core.store.outbox import RetrainFinished
 from core.wiring import Core
 from tests.bot.conftest import ADMIN, LiveBot, LiveWebhook
 from tests.fakes.telegram_server import FakeTelegram

@@ -11,9 +11,9 @@ import sqlite3
 from sqlmodel import Session, col, select
 
 from bot.main import run
-from core import registry
-from core.notifications import RetrainFinished
-from core.tables import Prediction, RetrainRequest, Review
+from core.models import registry
+from core.store.outbox import RetrainFinished
+from core.store.tables import Prediction, RetrainRequest, Review
 from tests.bot.conftest import ADMIN, MERCHANT
 from tests.fakes.telegram_server import FakeTelegram
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core import registry
+from core.models import registry
 from tests.bot.conftest import MERCHANT, OTHER_MERCHANT
 
 REVIEWS = ["送餐太慢了，菜都凉了", "味道很好，分量足", "还行吧，一般般", "菜有点咸，不过送得快"]

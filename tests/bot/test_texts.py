@@ -7,7 +7,7 @@ import re
 import pytest
 
 from bot import texts
-from core.label_rules import FATE_CODES, Fate, FateStatus
+from core.labels.rules import FATE_CODES, Fate, FateStatus
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
 

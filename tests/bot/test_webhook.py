@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 from bot.main import BotNotConfigured, _warn_if_a_webhook_is_set, create_bot
 from bot.webhook import TelegramWebhook
 from core.config import TelegramSettings
-from core.notifications import RetrainFinished
-from core.tables import TelegramUpdate
+from core.store.outbox import RetrainFinished
+from core.store.tables import TelegramUpdate
 from tests.bot.conftest import ADMIN, MERCHANT, OTHER_MERCHANT, SECRET, STRANGER, LiveWebhook
 from tests.fakes.telegram_server import TOKEN, FakeTelegram
 

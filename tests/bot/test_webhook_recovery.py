@@ -24,7 +24,7 @@ from sqlmodel import Session
 from api.main import create_app
 from bot.webhook import TelegramWebhook
 from core.config import TelegramSettings
-from core.tables import TelegramUpdate
+from core.store.tables import TelegramUpdate
 from core.wiring import Core
 from tests.bot.conftest import MERCHANT, LiveWebhook, webhook_settings
 from tests.conftest import make_settings
@@ -209,7 +209,7 @@ async def test_an_update_that_kills_its_handler_is_given_up_after_three_tries(
 
     monkeypatch.setattr(live.webhook.dispatcher, "feed_update", dies)
     update = telegram.text_update(MERCHANT, REVIEW)
-    with caplog.at_level(logging.ERROR, logger="core.telegram_updates"):
+    with caplog.at_level(logging.ERROR, logger="core.delivery.telegram_updates"):
         assert (await live.post(update)).status_code == 200
         await eventually(lambda: stored(live.core.engine, update).handled_at is not None)
     await asyncio.sleep(STALL_S * 3)

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from cli.bot import describe
 from cli.main import app
 from core.config import TelegramSettings, get_settings
-from core.db import make_engine, upgrade_schema
-from core.tables import Invite
+from core.store.db import make_engine, upgrade_schema
+from core.store.tables import Invite
 from tests.fakes.telegram_server import TOKEN, FakeTelegram, private_chat, serving_in_thread, user
 from tests.support.loopback import free_port
 

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from core import registry
 from core.config import get_settings
+from core.models import registry
 from core.wiring import Core
 from tests.fakes.zhipu_fixtures import (  # noqa: F401  (pytest fixtures)
     fake_zhipu_fixture,

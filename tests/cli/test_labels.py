@@ -9,9 +9,9 @@ from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from cli.main import app
-from core.classification import ReviewInput
+from core.classify.service import ReviewInput
 from core.config import get_settings
-from core.tables import ActorRole, LabelEvent, LabelKind, Review, Source, Split
+from core.store.tables import ActorRole, LabelEvent, LabelKind, Review, Source, Split
 from core.wiring import Core
 from serving.base import Label
 

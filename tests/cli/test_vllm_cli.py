@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from core import registry
 from core.config import get_settings
-from core.db import make_engine, upgrade_schema
+from core.models import registry
+from core.store.db import make_engine, upgrade_schema
 
 runner = CliRunner()
 

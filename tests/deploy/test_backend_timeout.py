@@ -17,8 +17,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
-from core import registry
-from core.tables import ClientRole, saved_id
+from core.models import registry
+from core.store.tables import ClientRole, saved_id
 from core.wiring import Core
 from serving.zhipu import ZhipuClassifier
 from tests.fakes.zhipu_fixtures import (  # noqa: F401  (pytest fixtures)

@@ -20,9 +20,9 @@ from sqlalchemy import text
 from sqlmodel import Session, col, func, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from core.data import prepare
-from core.db import upgrade_schema
-from core.tables import (
+from core.models.dataset import prepare
+from core.store.db import upgrade_schema
+from core.store.tables import (
     ApiClient,
     ClientRole,
     LabelEvent,

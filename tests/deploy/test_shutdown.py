@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, func, select
 
-from core.tables import Review
+from core.store.tables import Review
 from core.wiring import Core
 from tests.api.conftest import issue
 from tests.deploy.processes import Service, Services, environment, supervised

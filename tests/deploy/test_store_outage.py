@@ -21,9 +21,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from core import registry
-from core.db import upgrade_schema
-from core.tables import saved_id
+from core.models import registry
+from core.store.db import upgrade_schema
+from core.store.tables import saved_id
 from core.wiring import Core
 from tests.conftest import make_settings
 from tests.deploy.processes import environment, supervised

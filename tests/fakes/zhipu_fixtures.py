@@ -16,8 +16,8 @@ import pytest
 from pydantic import SecretStr
 
 from core.config import ZhipuSettings
-from core.data import prepare
-from core.db import upgrade_schema
+from core.models.dataset import prepare
+from core.store.db import upgrade_schema
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from tests.conftest import DATASET, make_settings

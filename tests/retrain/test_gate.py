@@ -1,8 +1,8 @@
 import asyncio
 
-from core import registry
 from core.config import RetrainSettings
-from core.tables import ModelStatus
+from core.models import registry
+from core.store.tables import ModelStatus
 from core.wiring import Core
 from retrain.gate import compare, judge
 from serving.base import Label, Verdict

@@ -3,10 +3,10 @@ import asyncio
 import pytest
 from sqlmodel import Session, select
 
-from core import registry
-from core.db import unit_of_work
-from core.labels import text_hash
-from core.tables import ActorRole, LabelEvent, ModelStatus, Review, Source, Split, saved_id
+from core.models import registry
+from core.store.db import unit_of_work
+from core.store.tables import ActorRole, LabelEvent, ModelStatus, Review, Source, Split, saved_id
+from core.store.texts import text_hash
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from retrain.resolve import training_set

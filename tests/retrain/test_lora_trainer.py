@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core import registry
-from core.tables import ModelStatus
+from core.models import registry
+from core.store.tables import ModelStatus
 from core.wiring import Core
 from retrain.snapshot import take_snapshot
 from serving.base import Label

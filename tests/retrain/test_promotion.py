@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from core import registry
-from core.classification import ReviewInput
+from core.classify.service import ReviewInput
 from core.errors import BackendUnavailable
-from core.tables import ModelStatus, Source
+from core.models import registry
+from core.store.tables import ModelStatus, Source
 from core.wiring import Core
 from retrain import promotion
 from retrain.snapshot import take_snapshot

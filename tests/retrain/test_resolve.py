@@ -7,9 +7,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core.config import RetrainSettings
-from core.db import unit_of_work
-from core.labels import text_hash
-from core.tables import (
+from core.store.db import unit_of_work
+from core.store.tables import (
     Actor,
     ActorRole,
     LabelEvent,
@@ -21,6 +20,7 @@ from core.tables import (
     Split,
     saved_id,
 )
+from core.store.texts import text_hash
 from retrain.resolve import Resolution, training_set
 from serving.base import Label
 

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, func, select
 
-from core.feedback import FeedbackService
-from core.labels import text_hash
-from core.tables import ActorRole, Review, Snapshot, Source
+from core.labels.feedback import FeedbackService
+from core.store.tables import ActorRole, Review, Snapshot, Source
+from core.store.texts import text_hash
 from core.wiring import Core
 from retrain.snapshot import snapshot_for, take_snapshot
 from serving.base import Label
@@ -51,7 +51,7 @@ def test_a_new_label_makes_a_new_snapshot(core: Core, tmp_path):
 
 def test_an_interrupted_snapshot_leaves_nothing_used(core: Core, tmp_path, monkeypatch):
     import retrain.snapshot as snapshot_module
-    from core.data import write_jsonl
+    from core.models.dataset import write_jsonl
 
     def dies_on_validation(path, rows):
         if path.name == "validation.jsonl":

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import registry
-from core.classification import ReviewInput
-from core.tables import ModelStatus, Source
+from core.classify.service import ReviewInput
+from core.models import registry
+from core.store.tables import ModelStatus, Source
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from serving.base import Classifier, Label

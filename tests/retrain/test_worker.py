@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from core import registry
-from core.classification import ReviewInput
-from core.tables import ActorRole, RetrainRequest, Source
+from core.classify.service import ReviewInput
+from core.models import registry
+from core.store.tables import ActorRole, RetrainRequest, Source
 from core.wiring import Core
 from retrain import worker
 from serving.base import Label

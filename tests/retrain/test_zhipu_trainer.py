@@ -9,10 +9,10 @@ import pytest
 import zhipuai
 from sqlmodel import Session, select
 
-from core import finetunes, registry
-from core.data import load_split
 from core.errors import Conflict
-from core.tables import FineTuneJob, FineTuneStatus, ModelStatus, Snapshot, Split
+from core.models import finetunes, registry
+from core.models.dataset import load_split
+from core.store.tables import FineTuneJob, FineTuneStatus, ModelStatus, Snapshot, Split
 from core.wiring import Core
 from retrain.registration import add_model
 from retrain.snapshot import take_snapshot

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from sqlmodel import Session, col, func, select
 
-from core import registry
-from core.classification import ReviewInput
-from core.tables import Prediction, Source
+from core.classify.service import ReviewInput
+from core.models import registry
+from core.store.tables import Prediction, Source
 from core.wiring import Core
 from serving.base import BackendError, Classifier, Label
 from serving.vllm import VllmClassifier, VllmServer

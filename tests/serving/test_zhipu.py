@@ -7,9 +7,9 @@ import time
 import pytest
 import zhipuai
 
-from core import registry
-from core.classification import ReviewInput
-from core.tables import Source
+from core.classify.service import ReviewInput
+from core.models import registry
+from core.store.tables import Source
 from core.wiring import Core
 from serving.base import BackendConfigError, BackendError, Label
 from serving.prompt import chat_messages

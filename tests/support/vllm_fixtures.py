@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings, VllmSettings
-from core.tables import ModelVersion
+from core.store.tables import ModelVersion
 from core.wiring import Core
 from tests.support.tiny_qwen import DEFAULT_CACHE
 from tests.support.vllm_server import VllmProcess, VllmUnavailable, start_server, vllm_python

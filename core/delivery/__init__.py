@@ -1,0 +1,2 @@
+"""Deliveries processed exactly once: signed webhooks from platforms and Telegram updates in
+webhook mode."""
