@@ -38,8 +38,9 @@ from sqlalchemy import Engine, create_engine, text
 
 from core.config import DBSettings, RetrainSettings
 from core.labels.rules import FateStatus
-from core.store.db import make_engine, upgrade_schema
+from core.store.db import make_engine
 from core.store.texts import text_hash
+from migrations import upgrade_schema
 
 console = Console()
 TENANTS, ADMIN_ACTORS = 2_000, tuple(f"ops-admin-{i}" for i in range(5))

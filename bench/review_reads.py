@@ -33,9 +33,9 @@ from sqlalchemy import Engine, text
 
 from core.classify import reviews
 from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
-from core.store.db import upgrade_schema
 from core.store.tables import ClientRole
 from core.wiring import Core
+from migrations import upgrade_schema
 
 console = Console()
 TENANTS, LABELLED_SHARE, TARGET_MS = 200, 0.1, 5.0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
 from core.models.dataset import prepare
-from core.store.db import upgrade_schema
 from core.wiring import Core
+from migrations import upgrade_schema
 
 
 def fresh_core(name: str) -> Core:

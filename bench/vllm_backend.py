@@ -27,9 +27,9 @@ from rich.table import Table
 
 from core.classify.service import ReviewInput
 from core.models import registry
-from core.store.db import upgrade_schema
 from core.store.tables import Source
 from core.wiring import Core
+from migrations import upgrade_schema
 from retrain.trainers.lora_sft import LoraHyperparameters, train_adapter
 from serving.base import Label
 from serving.prompt import ANSWER_WORDS, chat_messages, training_record

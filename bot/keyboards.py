@@ -13,9 +13,11 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from aiogram.filters import Filter
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import texts
 from core.config import TelegramSettings
@@ -83,6 +85,25 @@ class ButtonSigner:
         message = f"{chat_id}|{unsigned.pack()}".encode()
         digest = hmac.new(self.key, message, hashlib.sha256).digest()[:MAC_BYTES]
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+class SignedPress(Filter):
+    """Routes a button press by its kind: passes a press of ``kind`` whose data is signed for its
+    chat and not expired, handing the handler the parsed ``press`` and its ``message``. Data of
+    this kind that fails the check is an error reply (``bad_button`` or ``stale_button``)."""
+
+    def __init__(self, kind: type[Press]) -> None:
+        self.kind = kind
+
+    async def __call__(
+        self, callback: CallbackQuery, buttons: ButtonSigner
+    ) -> bool | dict[str, Any]:
+        if not (callback.data or "").startswith(self.kind.__prefix__ + self.kind.__separator__):
+            return False
+        if callback.message is None:
+            raise InvalidInput("a press without its message", code="bad_button")
+        press = buttons.verify(callback.data, callback.message.chat.id)
+        return {"press": press, "message": callback.message}
 
 
 def label_keyboard(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.context import console, friendly_errors, get_core
-from core.store.db import upgrade_schema
+from migrations import upgrade_schema
 
 app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 

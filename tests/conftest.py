@@ -12,8 +12,9 @@ from sqlalchemy import Engine
 
 from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
 from core.models.dataset import prepare
-from core.store.db import make_engine, upgrade_schema
+from core.store.db import make_engine
 from core.wiring import Core
+from migrations import upgrade_schema
 from retrain.cycle import run_cycle
 from tests.support.loopback import postgres_reachable, scratch_database
 

@@ -9,7 +9,14 @@ from aiogram import Bot, Router
 from aiogram.types import CallbackQuery, InaccessibleMessage, InlineKeyboardMarkup, Message
 
 from bot import texts
-from bot.keyboards import ButtonSigner, LabelPress, UndoPress, label_keyboard, undo_keyboard
+from bot.keyboards import (
+    ButtonSigner,
+    LabelPress,
+    SignedPress,
+    UndoPress,
+    label_keyboard,
+    undo_keyboard,
+)
 from core.access.merchants import Member
 from core.errors import InvalidInput
 from core.store.tables import LabelKind, Source, saved_id
@@ -19,55 +26,62 @@ from serving.base import Label
 
 def router() -> Router:
     router = Router(name="feedback")
-    router.callback_query.register(on_press)
+    router.callback_query.register(on_label, SignedPress(LabelPress))
+    router.callback_query.register(on_undo, SignedPress(UndoPress))
+    router.callback_query.register(on_unknown)
     return router
 
 
-async def on_press(
+async def on_label(
     callback: CallbackQuery,
+    press: LabelPress,
+    message: Message | InaccessibleMessage,
     bot: Bot,
     core: Core,
     member: Member,
     buttons: ButtonSigner,
     lang: texts.Lang,
 ) -> None:
-    message = callback.message
-    if message is None:
-        raise InvalidInput("a press without its message", code="bad_button")
-    press = buttons.verify(callback.data, message.chat.id)
-    # Admins may label and undo anyone's reviews; a merchant only their own.
-    tenant = None if member.is_admin else member.tenant
-    if isinstance(press, LabelPress):
-        labelled = await asyncio.to_thread(
-            core.feedback.record,
-            press.review,
-            Label(press.label),
-            actor=member.actor,
-            channel=Source.TELEGRAM,
-            tenant=tenant,
-            prediction_id=press.prediction,
-            role=member.role,
-        )
-        event = labelled.event
-        await callback.answer(texts.t("recorded", lang))
-        done = "confirmed" if event.kind == LabelKind.CONFIRMATION else "corrected"
-        note = "\n".join(
-            [
-                texts.t(done, lang, label=texts.label_name(Label(event.label), lang)),
-                texts.fate(labelled.fate, lang),
-            ]
-        )
-        markup = undo_keyboard(
-            buttons, chat_id=message.chat.id, event_id=saved_id(event), lang=lang
-        )
-        await _show(bot, message, note, markup)
-        return
-    assert isinstance(press, UndoPress)
+    """✅ or ❌: a label of the verdict, with what became of it, and an undo button."""
+    labelled = await asyncio.to_thread(
+        core.feedback.record,
+        press.review,
+        Label(press.label),
+        actor=member.actor,
+        channel=Source.TELEGRAM,
+        tenant=_scope(member),
+        prediction_id=press.prediction,
+        role=member.role,
+    )
+    event = labelled.event
+    await callback.answer(texts.t("recorded", lang))
+    done = "confirmed" if event.kind == LabelKind.CONFIRMATION else "corrected"
+    note = "\n".join(
+        [
+            texts.t(done, lang, label=texts.label_name(Label(event.label), lang)),
+            texts.fate(labelled.fate, lang),
+        ]
+    )
+    markup = undo_keyboard(buttons, chat_id=message.chat.id, event_id=saved_id(event), lang=lang)
+    await _show(bot, message, note, markup)
+
+
+async def on_undo(
+    callback: CallbackQuery,
+    press: UndoPress,
+    message: Message | InaccessibleMessage,
+    bot: Bot,
+    core: Core,
+    member: Member,
+    buttons: ButtonSigner,
+    lang: texts.Lang,
+) -> None:
+    """↩: the label is revoked and the verdict's buttons come back."""
     event = await asyncio.to_thread(
         core.feedback.revoke,
         press.event,
         actor=None if member.is_admin else member.actor,
-        tenant=tenant,
+        tenant=_scope(member),
         within=timedelta(minutes=core.settings.telegram.undo_minutes),
     )
     await callback.answer(texts.t("undone", lang))
@@ -84,6 +98,16 @@ async def on_press(
             lang=lang,
         )
     await _show(bot, message, None, relabel)
+
+
+async def on_unknown(callback: CallbackQuery) -> None:
+    """Data that is no button of ours."""
+    raise InvalidInput("unknown button data", code="bad_button")
+
+
+def _scope(member: Member) -> str | None:
+    """Admins may label and undo anyone's reviews; a merchant only their own."""
+    return None if member.is_admin else member.tenant
 
 
 async def _show(

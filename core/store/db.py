@@ -80,17 +80,3 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
-
-
-def upgrade_schema(engine: Engine, revision: str = "heads") -> None:
-    """Apply the Alembic migrations up to ``revision`` on ``engine``'s database."""
-    from alembic import command
-    from alembic.config import Config
-
-    import migrations
-
-    config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)

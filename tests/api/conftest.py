@@ -20,9 +20,9 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from core.models import registry
-from core.store.db import upgrade_schema
 from core.store.tables import ClientRole, saved_id
 from core.wiring import Core
+from migrations import upgrade_schema
 from tests.conftest import make_settings
 
 

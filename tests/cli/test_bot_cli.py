@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 from cli.bot import describe
 from cli.main import app
 from core.config import TelegramSettings, get_settings
-from core.store.db import make_engine, upgrade_schema
+from core.store.db import make_engine
 from core.store.tables import Invite
+from migrations import upgrade_schema
 from tests.fakes.telegram_server import TOKEN, FakeTelegram, private_chat, serving_in_thread, user
 from tests.support.loopback import free_port
 

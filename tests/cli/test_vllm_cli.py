@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from core.config import get_settings
 from core.models import registry
-from core.store.db import make_engine, upgrade_schema
+from core.store.db import make_engine
+from migrations import upgrade_schema
 
 runner = CliRunner()
 

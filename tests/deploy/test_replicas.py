@@ -21,7 +21,6 @@ from sqlmodel import Session, col, func, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from core.models.dataset import prepare
-from core.store.db import upgrade_schema
 from core.store.tables import (
     ApiClient,
     ClientRole,
@@ -34,6 +33,7 @@ from core.store.tables import (
     WebhookDelivery,
 )
 from core.wiring import Core
+from migrations import upgrade_schema
 from retrain.cycle import run_cycle
 from retrain.worker import ADVISORY_LOCK_KEY
 from tests.api.conftest import Key, body_of, issue, sign

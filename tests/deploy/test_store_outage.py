@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy import text
 
 from core.models import registry
-from core.store.db import upgrade_schema
 from core.store.tables import saved_id
 from core.wiring import Core
+from migrations import upgrade_schema
 from tests.conftest import make_settings
 from tests.deploy.processes import environment, supervised
 from tests.support.pg_cluster import ClusterUnavailable, PgCluster, pg_cluster

@@ -17,8 +17,8 @@ from pydantic import SecretStr
 
 from core.config import ZhipuSettings
 from core.models.dataset import prepare
-from core.store.db import upgrade_schema
 from core.wiring import Core
+from migrations import upgrade_schema
 from retrain.cycle import run_cycle
 from tests.conftest import DATASET, make_settings
 from tests.fakes.zhipu_server import FakeZhipu, serving

@@ -13,7 +13,6 @@ from core.delivery.webhooks import Delivery
 from core.errors import Conflict, InvalidInput, NotFound
 from core.labels.feedback import LabelInput, Labelled
 from core.models import registry
-from core.store.db import upgrade_schema
 from core.store.tables import (
     LabelEvent,
     LabelKind,
@@ -24,6 +23,7 @@ from core.store.tables import (
     saved_id,
 )
 from core.wiring import Core
+from migrations import upgrade_schema
 from serving.base import Label
 from tests.conftest import make_settings
 

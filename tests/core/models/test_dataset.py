@@ -17,8 +17,9 @@ from sqlmodel import Session, select
 from core.config import DBSettings
 from core.errors import DataError
 from core.models.dataset import DATASET_SHA256, fetch, load_split, prepare
-from core.store.db import make_engine, upgrade_schema
+from core.store.db import make_engine
 from core.store.tables import LabelEvent, Review, Split
+from migrations import upgrade_schema
 
 REPO = Path(__file__).resolve().parents[3]
 SYSTEM = "你是一位外卖评论好评差评评论专家。"

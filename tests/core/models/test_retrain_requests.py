@@ -3,8 +3,8 @@
 import asyncio
 from pathlib import Path
 
-from core.store.db import upgrade_schema
 from core.wiring import Core
+from migrations import upgrade_schema
 from tests.conftest import make_settings
 
 
