@@ -86,5 +86,5 @@ AdminDep = Annotated[Caller, Depends(admin)]
 
 
 def scope(caller: Caller) -> str | None:
-    """The tenant whose data the caller may see: its own, or everyone's for an admin."""
-    return None if caller.is_admin else caller.name
+    """The tenant whose data the caller may see (``Principal.scope``)."""
+    return caller.principal.scope

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from core.access.principal import Principal
 from core.classify.service import Classified, ReviewInput
 from core.config import TrainerName
 from core.errors import InvalidInput
@@ -190,10 +191,11 @@ class FeedbackRequest(_Strict):
         description="The prediction answered (default: the review's latest).",
     )
 
-    def to_core(self, client: str, review_id: int) -> LabelInput:
-        """The label as the core takes it, given by ``client`` (the key's name)."""
-        actor = client if self.actor is None else f"{client}/{self.actor}"
-        return LabelInput(review_id, parse_label(self.label), actor, self.prediction_id)
+    def to_core(self, by: Principal, review_id: int) -> LabelInput:
+        """The label as the core takes it, given by ``by`` for ``actor``."""
+        return LabelInput(
+            review_id, parse_label(self.label), by.actor_for(self.actor), self.prediction_id
+        )
 
 
 class LabelIn(FeedbackRequest):
@@ -225,8 +227,8 @@ class LabelsRequest(_Strict):
 
     labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS)
 
-    def to_core(self, client: str) -> list[LabelInput]:
-        return [item.to_core(client, item.review_id) for item in self.labels]
+    def to_core(self, by: Principal) -> list[LabelInput]:
+        return [item.to_core(by, item.review_id) for item in self.labels]
 
 
 class LabelsWebhookEvent(LabelsRequest):

@@ -11,8 +11,7 @@ from api.errors import ERROR_RESPONSES, responses
 from api.params import Id
 from api.resources import LabelEventOut, LabelsOut
 from api.schemas import FeedbackRequest, LabelsRequest
-from core.access.clients import Caller
-from core.store.tables import ActorRole, Source
+from core.store.tables import Source
 
 router = APIRouter(prefix="/v1", tags=["feedback"], responses=ERROR_RESPONSES)
 
@@ -22,10 +21,6 @@ at the next retrain; they join the shared model only when an admin, the dataset 
 client gives the same label (`accepted`), else they wait for that (`pending`) or stay out of
 it, with the reason (`held_back`).
 """
-
-
-def _role(caller: Caller) -> ActorRole:
-    return ActorRole.ADMIN if caller.is_admin else ActorRole.MERCHANT
 
 
 @router.post(
@@ -42,7 +37,7 @@ latest one counts.
 def give_feedback(
     review_id: Id, body: FeedbackRequest, caller: CallerDep, core: CoreDep, metrics: MetricsDep
 ) -> LabelEventOut:
-    label = body.to_core(caller.name, review_id)
+    label = body.to_core(caller.principal, review_id)
     labelled = core.feedback.record(
         label.review_id,
         label.label,
@@ -50,7 +45,7 @@ def give_feedback(
         channel=Source.API,
         tenant=scope(caller),
         prediction_id=label.prediction_id,
-        role=_role(caller),
+        role=caller.principal.role,
     )
     metrics.labelled(labelled.event)
     return LabelEventOut.stored(labelled)
@@ -70,7 +65,10 @@ def give_labels(
     body: LabelsRequest, caller: CallerDep, core: CoreDep, metrics: MetricsDep
 ) -> LabelsOut:
     stored = core.feedback.record_many(
-        body.to_core(caller.name), channel=Source.API, tenant=scope(caller), role=_role(caller)
+        body.to_core(caller.principal),
+        channel=Source.API,
+        tenant=scope(caller),
+        role=caller.principal.role,
     )
     for labelled in stored:
         metrics.labelled(labelled.event)

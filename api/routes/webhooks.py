@@ -155,7 +155,7 @@ async def receive_labels(
     delivery = await core.webhooks.deliver_labels(
         signed.caller,
         signed.webhook_id,
-        event.to_core(signed.caller.name),
+        event.to_core(signed.caller.principal),
         respond,
         body=signed.body,
     )

@@ -47,11 +47,11 @@ async def on_label(
         core.feedback.record,
         press.review,
         Label(press.label),
-        actor=member.actor,
+        actor=member.principal.actor,
         channel=Source.TELEGRAM,
-        tenant=_scope(member),
+        tenant=member.principal.scope,
         prediction_id=press.prediction,
-        role=member.role,
+        role=member.principal.role,
     )
     event = labelled.event
     await callback.answer(texts.t("recorded", lang))
@@ -80,8 +80,8 @@ async def on_undo(
     event = await asyncio.to_thread(
         core.feedback.revoke,
         press.event,
-        actor=None if member.is_admin else member.actor,
-        tenant=_scope(member),
+        actor=None if member.is_admin else member.principal.actor,
+        tenant=member.principal.scope,
         within=timedelta(minutes=core.settings.telegram.undo_minutes),
     )
     await callback.answer(texts.t("undone", lang))
@@ -103,11 +103,6 @@ async def on_undo(
 async def on_unknown(callback: CallbackQuery) -> None:
     """Data that is no button of ours."""
     raise InvalidInput("unknown button data", code="bad_button")
-
-
-def _scope(member: Member) -> str | None:
-    """Admins may label and undo anyone's reviews; a merchant only their own."""
-    return None if member.is_admin else member.tenant
 
 
 async def _show(

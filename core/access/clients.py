@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from core.access.principal import Principal
 from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from core.store.db import unit_of_work
 from core.store.tables import ApiClient, ClientRole, as_utc, saved_id, utcnow
@@ -41,6 +42,10 @@ class Caller:
     @property
     def is_admin(self) -> bool:
         return self.role == ClientRole.ADMIN
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(actor=self.name, tenant=self.name, is_admin=self.is_admin)
 
 
 @dataclass(frozen=True)

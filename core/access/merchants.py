@@ -11,6 +11,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+from core.access.principal import Principal
 from core.classify import reviews
 from core.config import TelegramSettings
 from core.errors import NoActiveModel, PermissionDenied
@@ -43,6 +44,10 @@ class Member:
     def actor(self) -> str:
         """The actor their labels are recorded as."""
         return f"telegram:{self.telegram_id}"
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(actor=self.actor, tenant=self.tenant, is_admin=self.is_admin)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from core.access.clients import Caller
 from core.classify.service import ClassificationService, Classified, ReviewInput
 from core.errors import Conflict, InvalidInput
 from core.labels.feedback import FeedbackService, LabelInput, Labelled
-from core.store.tables import ActorRole, Source, WebhookDelivery
+from core.store.tables import Source, WebhookDelivery
 
 Respond = Callable[[list[Classified]], dict[str, Any]]
 """Turns the stored results into the response to remember (a JSON object)."""
@@ -98,8 +98,8 @@ class WebhookService:
                 self._feedback.record_many,
                 labels,
                 channel=Source.WEBHOOK,
-                tenant=None if caller.is_admin else caller.name,
-                role=ActorRole.ADMIN if caller.is_admin else ActorRole.MERCHANT,
+                tenant=caller.principal.scope,
+                role=caller.principal.role,
                 on_stored=remember,
             )
 
