@@ -13,7 +13,15 @@ from core.classify.reviews import ReviewRecord, Stats
 from core.labels.feedback import Labelled, LabelledReview
 from core.labels.rules import FATE_CODES, FateStatus
 from core.models.retrain_requests import RetrainTicket
-from core.store.tables import LabelEvent, LabelKind, ModelStatus, ModelVersion, Prediction, as_utc
+from core.store.tables import (
+    LabelEvent,
+    LabelKind,
+    ModelStatus,
+    ModelVersion,
+    Prediction,
+    as_utc,
+    saved_id,
+)
 from serving.base import Label
 
 _FATE_EXAMPLE: dict[str, JsonValue] = {
@@ -102,7 +110,7 @@ class LabelEventOut(BaseModel):
     def of(cls, event: LabelEvent, labelled: Labelled | None = None) -> LabelEventOut:
         label = Label(event.label)
         return cls(
-            id=event.id or 0,
+            id=saved_id(event),
             review_id=event.review_id,
             label=label_name(label),
             label_zh=label_zh(label),
@@ -144,7 +152,7 @@ class PredictionOut(BaseModel):
     def of(cls, prediction: Prediction) -> PredictionOut:
         label = Label(prediction.label)
         return cls(
-            id=prediction.id or 0,
+            id=saved_id(prediction),
             label=label_name(label),
             label_zh=label_zh(label),
             confidence=prediction.confidence,
@@ -170,7 +178,7 @@ class ReviewOut(BaseModel):
     def fields_of(cls, record: ReviewRecord) -> dict[str, Any]:
         review, label = record.review, record.label
         return {
-            "id": review.id or 0,
+            "id": saved_id(review),
             "text": review.text,
             "source": review.source,
             "merchant_id": review.merchant_id,
@@ -254,7 +262,7 @@ class ModelVersionOut(BaseModel):
     @classmethod
     def of(cls, version: ModelVersion) -> ModelVersionOut:
         return cls(
-            id=version.id or 0,
+            id=saved_id(version),
             backend=version.backend,
             model_ref=version.model_ref,
             status=ModelStatus(version.status),
@@ -281,7 +289,7 @@ class RetrainTicketOut(BaseModel):
     def of(cls, ticket: RetrainTicket) -> RetrainTicketOut:
         request = ticket.request
         return cls(
-            id=request.id or 0,
+            id=saved_id(request),
             new=ticket.new,
             requested_by=request.requested_by,
             reason=request.reason,

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from core.models import registry
-from core.store.tables import ModelStatus, ModelVersion, TenantView
+from core.store.tables import ModelStatus, ModelVersion, TenantView, saved_id
 from core.wiring import Core
 from retrain import gate, promotion, views
 from retrain.gate import Decision
@@ -69,7 +69,7 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
     else:
         raise ValueError(f"no trainer for backend {backend!r}")
     decision = await gate.judge(core, candidate)
-    version = await asyncio.to_thread(registry.get, core.engine, candidate.id or 0)
+    version = await asyncio.to_thread(registry.get, core.engine, saved_id(candidate))
     outcome = {"active": "promoted", "rejected": "rejected"}.get(version.status, "candidate")
     log.info("retrain %s: version %s %s — %s", backend, version.id, outcome, decision.reason)
     judged = await views.refresh(core, data, snapshot) if backend == "local" else []

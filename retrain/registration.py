@@ -8,7 +8,7 @@ from core.errors import BackendUnavailable
 from core.models import registry
 from core.models.dataset import load_split
 from core.models.evaluation import evaluate
-from core.store.tables import ModelVersion, Split
+from core.store.tables import ModelVersion, Split, saved_id
 from core.wiring import Core
 from serving.base import BackendError
 
@@ -34,4 +34,4 @@ async def evaluate_version(core: Core, version: ModelVersion) -> ModelVersion:
         raise BackendUnavailable(
             f"model version {version.id} cannot be evaluated: {error}"
         ) from error
-    return await asyncio.to_thread(registry.record_metrics, core.engine, version.id or 0, metrics)
+    return await asyncio.to_thread(registry.record_metrics, core.engine, saved_id(version), metrics)

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, text
 
 from core.models import registry
 from core.store.outbox import RetrainFinished
-from core.store.tables import ModelStatus
+from core.store.tables import ModelStatus, saved_id
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from retrain.trainers import zhipu
@@ -52,7 +52,7 @@ async def retrain_job() -> None:
     """The cron retrain."""
     core = _core()
     request = await asyncio.to_thread(core.retrain_requests.start, "schedule", "cron")
-    await _run(core, request.id or 0, backend=None)
+    await _run(core, saved_id(request), backend=None)
 
 
 async def check_job() -> None:
@@ -66,7 +66,7 @@ async def check_job() -> None:
         request = await asyncio.to_thread(
             core.retrain_requests.start, "threshold", f"{arrived} new labels"
         )
-    await _run(core, request.id or 0, backend=request.backend)
+    await _run(core, saved_id(request), backend=request.backend)
 
 
 async def poll_finetunes_job() -> None:
