@@ -77,7 +77,7 @@ def status(
         table.add_row(
             str(job.id),
             job.external_id or "–",
-            job.status if not job.error else f"{job.status}: {job.error}",
+            _status(job),
             job.snapshot[:12],
             f"{job.estimated_cost:.2f}" if job.estimated_cost is not None else "–",
             job.fine_tuned_model or "–",
@@ -114,3 +114,11 @@ def _printer() -> Callable[[FineTuneJob], None]:
             console.print(line)
 
     return show
+
+
+def _status(job: FineTuneJob) -> str:
+    """Ours, with Zhipu's own word where it says more (``running (pending)``), and the error."""
+    shown: str = job.status
+    if job.remote_status and job.remote_status != job.status:
+        shown = f"{shown} ({job.remote_status})"
+    return f"{shown}: {job.error}" if job.error else shown

@@ -256,6 +256,9 @@ class FineTuneJob(SQLModel, table=True):
     validation_file_id: str | None = Field(default=None, max_length=128)
     external_id: str | None = Field(default=None, max_length=128, index=True)
     status: FineTuneStatus = Field(default=FineTuneStatus.UPLOADING, sa_type=String(16))
+    remote_status: str = Field(default="", max_length=64)
+    """The status as the provider last reported it, word for word (``pending``, ``queued``,
+    ``validating_files``, ...): any that is not terminal is ``running`` here."""
     fine_tuned_model: str | None = Field(default=None, max_length=256)
     trained_tokens: int | None = None
     last_event: str = Field(default="", sa_type=Text)

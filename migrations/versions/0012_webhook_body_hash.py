@@ -2,7 +2,7 @@
 
 Revision ID: 0012
 Revises: 0011
-Create Date: 2026-12-09 10:00:00.000000
+Create Date: 2026-12-02 10:30:00.000000
 """
 
 from __future__ import annotations

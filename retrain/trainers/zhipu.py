@@ -294,10 +294,25 @@ class ZhipuFineTunes:
 
 def _remote_fields(remote: Any) -> dict[str, Any]:
     return {
-        "status": FineTuneStatus(remote.status),
+        "status": local_status(str(remote.status)),
+        "remote_status": str(remote.status)[:64],
         "fine_tuned_model": remote.fine_tuned_model,
         "trained_tokens": remote.trained_tokens,
     }
+
+
+QUEUED = frozenset({"created", "pending", "queued", "validating_files"})
+"""What providers call a job that waits its turn: Zhipu's ``created`` and ``pending`` (排队中
+in its console), OpenAI-style ``queued`` and ``validating_files``."""
+
+
+def local_status(remote: str) -> FineTuneStatus:
+    """A provider's job status as ours: the terminal ones as they are, a waiting one as created,
+    and every other (``running``, or one nobody told us of) as running: not finished, so polled
+    again."""
+    if remote in ENDED:
+        return FineTuneStatus(remote)
+    return FineTuneStatus.CREATED if remote in QUEUED else FineTuneStatus.RUNNING
 
 
 def _describe_event(event: Any) -> str:

@@ -37,6 +37,7 @@ class FakeJob:
     """``succeeded`` or ``failed``: how the job ends unless it is cancelled."""
     memory: dict[str, str] = field(default_factory=dict)
     cancelled_at: float | None = None
+    queued_status: str = "pending"
 
     @property
     def started_at(self) -> float:
@@ -50,10 +51,13 @@ class FakeJob:
         if self.cancelled_at is not None:
             return "cancelled"
         if now < self.started_at:
-            return "created"
+            return self.queued_status
         if now < self.ends_at:
             return "running"
         return self.outcome
+
+    def unfinished(self, now: float) -> bool:
+        return self.status(now) not in ("succeeded", "failed", "cancelled")
 
     def finished_at(self, now: float) -> float | None:
         if self.cancelled_at is not None:
@@ -167,6 +171,7 @@ def job_routes(fake: FakeZhipu) -> APIRouter:
             train_s=fake.train_s,
             outcome=fake.job_outcome,
             memory=memorize(training.content),
+            queued_status=fake.queued_status,
         )
         fake.jobs[job.id] = job
         return JSONResponse(job_json(job, fake.clock()))
@@ -190,7 +195,7 @@ def job_routes(fake: FakeZhipu) -> APIRouter:
     @router.post("/fine_tuning/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str) -> Response:
         job = known(job_id)
-        if job.status(fake.clock()) not in ("created", "running"):
+        if not job.unfinished(fake.clock()):
             raise ZhipuError(400, "1214", f"job {job_id} has already ended")
         job.cancelled_at = fake.clock()
         return JSONResponse(job_json(job, fake.clock()))
@@ -198,7 +203,7 @@ def job_routes(fake: FakeZhipu) -> APIRouter:
     @router.delete("/fine_tuning/jobs/{job_id}")
     async def delete_job(job_id: str) -> Response:
         job = known(job_id)
-        if job.status(fake.clock()) in ("created", "running"):
+        if job.unfinished(fake.clock()):
             raise ZhipuError(400, "1214", "cancel a running job before deleting it")
         del fake.jobs[job_id]
         return JSONResponse(job_json(job, fake.clock()))

@@ -106,6 +106,9 @@ class FakeZhipu:
     queue_s: float = 1.0
     train_s: float = 3.0
     job_outcome: str = "succeeded"
+    queued_status: str = "pending"
+    """What a job waiting its turn reports: Zhipu's console says 排队中 and its Java SDK
+    ``pending``; OpenAI-style services say ``queued`` or ``validating_files``."""
     clock: Callable[[], float] = time.time
     account: str = "1601347751"
     base_url: str = ""

@@ -99,6 +99,26 @@ async def test_a_fine_tune_goes_from_upload_to_an_evaluated_candidate(zhipu_core
     assert version.metrics["ece"] is None, "no confidence: no calibration figure"
 
 
+@pytest.mark.parametrize("queued", ["pending", "queued", "validating_files", "warming_up"])
+async def test_any_status_that_is_not_final_is_polled_again_and_kept_word_for_word(
+    zhipu_core, fake_zhipu, queued
+):
+    clock = StepClock()
+    fake_zhipu.clock = clock
+    fake_zhipu.queued_status = queued
+    tunes = ZhipuFineTunes(zhipu_core)
+    job = tunes.refresh(tunes.launch(snapshot_of(zhipu_core)))
+
+    assert job.finished_at is None and job.remote_status == queued
+    assert job.status == (FineTuneStatus.RUNNING if queued == "warming_up" else "created")
+    assert job.id in [
+        j.id for j in finetunes.listing(zhipu_core.engine, "zhipu", unfinished_only=True)
+    ]
+    clock.now += 1.0
+    job = tunes.refresh(job)
+    assert (job.status, job.remote_status) == (FineTuneStatus.SUCCEEDED, "succeeded")
+
+
 async def test_a_restart_mid_job_resumes_it_and_never_launches_a_second(zhipu_core, fake_zhipu):
     snapshot = snapshot_of(zhipu_core)
     first = ZhipuFineTunes(zhipu_core)
