@@ -47,7 +47,9 @@ async def refresh(core: Core, data: Resolution, snapshot: Snapshot) -> list[Tena
             stale[tenant] = (key, examples)
     if not stale:
         return []
-    shared = await asyncio.to_thread(local.read_snapshot, snapshot)
+    shared = await asyncio.to_thread(
+        _keyed, *await asyncio.to_thread(local.read_snapshot, snapshot)
+    )
     holdout = await _holdout(core, active)
     judged = []
     for tenant, (key, examples) in stale.items():
@@ -60,7 +62,7 @@ async def _train(
     tenant: str,
     key: str,
     examples: TenantExamples,
-    shared: tuple[list[str], list[Label]],
+    shared: Keyed,
     holdout: Holdout,
     active: ModelVersion,
 ) -> TenantView:
@@ -115,12 +117,17 @@ async def _holdout(core: Core, active: ModelVersion) -> Holdout:
     return Holdout(texts, labels, float(accuracy))
 
 
-def _merge(
-    shared: tuple[list[str], list[Label]], examples: TenantExamples
-) -> tuple[list[str], list[Label]]:
+Keyed = dict[str, tuple[str, Label]]
+"""Examples by the hash of their normalized text."""
+
+
+def _keyed(texts: list[str], labels: list[Label]) -> Keyed:
+    return {text_hash(t): (t, y) for t, y in zip(texts, labels, strict=True)}
+
+
+def _merge(shared: Keyed, examples: TenantExamples) -> tuple[list[str], list[Label]]:
     """The shared examples with the tenant's on top (the tenant's label wins on a shared text)."""
-    merged = {text_hash(t): (t, y) for t, y in zip(*shared, strict=True)}
-    merged |= {text_hash(t): (t, y) for t, y in zip(examples.texts, examples.labels, strict=True)}
+    merged = shared | _keyed(examples.texts, examples.labels)
     return [t for t, _ in merged.values()], [y for _, y in merged.values()]
 
 

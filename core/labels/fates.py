@@ -52,13 +52,15 @@ def fates_of_texts(session: Session, text_hashes: set[str], quorum: int) -> dict
         votes[event.text_hash][principal] = Vote(saved_id(event), principal, Label(event.label))
     principals = {p for by in votes.values() for p in by}
     labellers = session.exec(select(Labeller).where(col(Labeller.tenant).in_(principals))).all()
+    flagged = {row.tenant for row in labellers if row.flagged}
+    trust = {row.tenant: row.trust for row in labellers}
     for key, by_principal in votes.items():
         judgement = judge(
             list(by_principal.values()),
             dataset=None if key in holdout else dataset.get(key),
             holdout=key in holdout,
-            flagged={row.tenant for row in labellers if row.flagged},
-            trust={row.tenant: row.trust for row in labellers},
+            flagged=flagged,
+            trust=trust,
             quorum=quorum,
         )
         fates |= judgement.fates

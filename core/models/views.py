@@ -92,23 +92,3 @@ class TenantViews:
             session.refresh(view)
         self._checked = -RECHECK_S  # this process serves its own decision at once
         return view
-
-    def history(self, tenant: str | None = None, limit: int = 50) -> list[TenantView]:
-        with Session(self._engine) as session:
-            query = select(TenantView).order_by(col(TenantView.id).desc()).limit(limit)
-            if tenant is not None:
-                query = query.where(TenantView.tenant == tenant)
-            return list(session.exec(query).all())
-
-    def withdraw(self, tenant: str) -> TenantView:
-        """Stop serving a tenant's view: its reviews are answered by the shared model again."""
-        with unit_of_work(self._engine) as session:
-            view = session.exec(
-                select(TenantView).where(_ACTIVE, TenantView.tenant == tenant)
-            ).first()
-            if view is None:
-                raise NotFound(f"tenant {tenant!r} has no view being served")
-            view.status = ModelStatus.RETIRED
-            view.note = (view.note + "; withdrawn by hand").lstrip("; ")
-            session.add(view)
-            return view
