@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
@@ -36,6 +36,19 @@ class Verdict:
     model_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Declined:
+    """The backend would not judge this one text (a content filter); the rest of its batch stands.
+
+    Whoever serves the review asks the next backend in the chain for this text alone."""
+
+    reason: str
+    model_id: str
+
+
+Answer = Verdict | Declined
+
+
 class BackendError(Exception):
     """The backend gave no usable answer: timeout, transport error, or unparseable output."""
 
@@ -51,9 +64,24 @@ class Classifier(Protocol):
     @property
     def model_id(self) -> str: ...
 
-    async def classify(self, texts: Sequence[str]) -> list[Verdict]:
-        """Return one verdict per text, in order, or raise ``BackendError``.
+    async def classify(self, texts: Sequence[str]) -> Sequence[Answer]:
+        """Return one answer per text, in order, or raise ``BackendError`` for the whole batch.
 
         Implementations never block the event loop: CPU work runs in a worker thread.
         """
         ...
+
+    async def probe(self) -> None:
+        """Raise ``BackendError`` if this backend cannot answer now (``BackendConfigError`` when
+        only its configuration can fix that). Cheap; repairs what it can (a lost adapter)."""
+        ...
+
+
+@runtime_checkable
+class BulkClassifier(Protocol):
+    """A backend that also takes a large set of texts at once, slower and cheaper (an offline
+    batch job); evaluation uses it for the holdout and falls back to ``classify``."""
+
+    async def classify_bulk(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> Sequence[Answer]: ...

@@ -253,6 +253,9 @@ class LocalClassifier:
             return self.classify_now(texts)
         return await asyncio.to_thread(self.classify_now, list(texts))
 
+    async def probe(self) -> None:
+        """Loaded is able: the model lives in this process."""
+
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

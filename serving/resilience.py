@@ -19,7 +19,8 @@ class CircuitBreaker:
 
     The probe's outcome closes the circuit again or keeps it open for another ``reset_s``.
     Only failures that say the backend is down count (timeouts, 5xx, no connection); a backend
-    that answers, even with a refusal, is up. ``trip`` opens it at once (say, on a refused key).
+    that answers, even with a refusal, is up. ``trip`` opens it at once (say, on a refused key),
+    for ``reset_s`` or for as long as the backend said (a quota that resets at a stated time).
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at: float | None = None
+        self._open_for = reset_s
         self._probing = False
         self._reason = ""
 
@@ -45,24 +47,31 @@ class CircuitBreaker:
     @property
     def refusing(self) -> bool:
         """Open, and no probe may go yet."""
+        return self.refusal() is not None
+
+    def refusal(self) -> CircuitOpen | None:
+        """What ``before_call`` would raise now, without taking the probe's turn."""
         with self._lock:
-            return self._opened_at is not None and (
-                self._probing or self._clock() - self._opened_at < self._reset_s
-            )
+            return self._refusal()
 
     def before_call(self) -> None:
         """Return if a call may go now, or raise ``CircuitOpen``."""
         with self._lock:
-            if self._opened_at is None:
-                return
-            waited = self._clock() - self._opened_at
-            if waited >= self._reset_s and not self._probing:
+            refusal = self._refusal()
+            if refusal is None and self._opened_at is not None:
                 self._probing = True
-                return
-            retry_in = max(0.0, self._reset_s - waited)
-            reason = self._reason
-        raise CircuitOpen(
-            f"circuit open ({reason}); the backend is probed again in {retry_in:.1f}s"
+        if refusal is not None:
+            raise refusal
+
+    def _refusal(self) -> CircuitOpen | None:
+        if self._opened_at is None:
+            return None
+        waited = self._clock() - self._opened_at
+        if waited >= self._open_for and not self._probing:
+            return None
+        retry_in = max(0.0, self._open_for - waited)
+        return CircuitOpen(
+            f"circuit open ({self._reason}); the backend is probed again in {retry_in:.1f}s"
         )
 
     def succeeded(self) -> None:
@@ -75,21 +84,25 @@ class CircuitBreaker:
         with self._lock:
             self._failures += 1
             if self._probing or (self._failures >= self._threshold and self._opened_at is None):
-                self._open(f"{self._failures} consecutive failures, the last: {reason}")
+                self._open(
+                    f"{self._failures} consecutive failures, the last: {reason}", self._reset_s
+                )
 
     def abandoned(self) -> None:
         """A call ended without telling whether the backend is up (it was cancelled, say)."""
         with self._lock:
             self._probing = False
 
-    def trip(self, reason: str) -> None:
-        """Open now: the backend refused us in a way that repeating will not change."""
+    def trip(self, reason: str, for_s: float | None = None) -> None:
+        """Open now, for ``for_s`` (default ``reset_s``): the backend refused us in a way that
+        repeating will not change before then."""
         with self._lock:
-            self._open(reason)
+            self._open(reason, self._reset_s if for_s is None else for_s)
 
-    def _open(self, reason: str) -> None:
+    def _open(self, reason: str, for_s: float) -> None:
         self._probing = False
         self._opened_at = self._clock()
+        self._open_for = for_s
         self._reason = reason
 
 

@@ -1,18 +1,25 @@
 """The vLLM backend: a LoRA adapter served by vLLM's OpenAI-compatible server.
 
-Each review is one chat completion with the training prompt, ``temperature: 0`` and the answer
-constrained to the two label words (``structured_outputs``). The confidence comes from the
-logprobs of the first token where the two words' tokenizations differ, matched by token id; the
-ids are resolved once from the tokenizer the server itself serves.
+Each review is one chat completion with the training prompt, greedy and otherwise neutral
+sampling (vLLM would apply the model's own generation_config.json: a repetition penalty there
+hits the label words wherever a review contains them), and the answer constrained to the two
+label words as the chat template renders them (``structured_outputs``). The confidence comes
+from the logprobs of the two words' decisive tokens (``serving.vllm_answers``).
 
-``VllmServer`` is the management side: health, the models listed, loading and unloading
-adapters at runtime (the server must run with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``).
+Every request ends within ``timeout_s``, retries included, and a circuit breaker stops calls to a
+server that keeps failing, so a hung server costs seconds before the fallback answers. A server
+that lost the adapter (it restarted) is told to load it again, by ``probe`` or by the first
+request that finds it missing.
+
+Just past 300 lines: one request's path (deadline, retries, breaker, the adapter put back) is one
+story here; the server's management is ``serving.vllm_server``, the answer's tokens
+``serving.vllm_answers``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,112 +29,55 @@ import httpx
 
 from serving.base import BackendError, Label, Verdict
 from serving.prompt import ANSWER_WORDS, chat_messages
+from serving.resilience import CircuitBreaker
+from serving.vllm_answers import AnswerTokens, confidence
+from serving.vllm_server import (
+    ModelNotServed,
+    VllmRefused,
+    VllmServer,
+    auth_headers,
+    error_text,
+    refusal,
+)
 
-TOKEN_ID_PREFIX = "token_id:"  # noqa: S105 - a token of text, not a secret
+__all__ = ["ModelNotServed", "VllmClassifier", "VllmRefused", "VllmServer"]
+
+log = logging.getLogger(__name__)
+
+NEUTRAL_SAMPLING = {
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "top_k": 0,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
+"""vLLM's own neutral values, sent with every request so no generation_config.json applies."""
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+DOWN_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 
-class VllmRefused(BackendError):
-    """The server is up and answered, but with an error (a bad adapter, an unknown name)."""
-
-
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
-def _error_text(response: httpx.Response) -> str:
-    """The server's own message from an error body, or the start of the body."""
-    try:
-        error = response.json().get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-    except (ValueError, AttributeError):
-        pass
-    return response.text[:300] or response.reason_phrase
-
-
-class VllmServer:
-    """Health, models and runtime adapter loading of one vLLM server."""
-
-    def __init__(
-        self, base_url: str, *, api_key: str | None = None, timeout_s: float = 30.0
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._headers = _headers(api_key)
-        self._timeout = httpx.Timeout(timeout_s)
-
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        try:
-            async with httpx.AsyncClient(
-                base_url=self.base_url, headers=self._headers, timeout=self._timeout
-            ) as client:
-                response = await client.request(method, path, json=body)
-        except httpx.HTTPError as error:
-            raise BackendError(f"vLLM at {self.base_url} unreachable: {error!r}") from error
-        if response.status_code != 200:
-            raise VllmRefused(
-                f"vLLM {method} {path} answered {response.status_code}: {_error_text(response)}"
-            )
-        try:
-            return response.json()
-        except ValueError:
-            return response.text
-
-    async def models(self) -> list[str]:
-        """The names the server answers to: the base model and every loaded adapter."""
-        listed = await self._call("GET", "/v1/models")
-        try:
-            return [str(model["id"]) for model in listed["data"]]
-        except (KeyError, TypeError) as error:
-            raise BackendError(f"vLLM listed its models in an unknown shape: {listed!r}") from error
-
-    async def ready(self, adapter: str | None = None) -> None:
-        """Return if the server is up (and serves ``adapter``, if given), else BackendError."""
-        await self._call("GET", "/health")
-        if adapter is not None and adapter not in await self.models():
-            raise BackendError(f"vLLM at {self.base_url} is up but does not serve {adapter!r}")
-
-    async def load_adapter(self, name: str, path: str) -> None:
-        """Load the adapter in folder ``path`` (as the server sees it) under the new ``name``."""
-        await self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
-
-    async def unload_adapter(self, name: str) -> None:
-        await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
-
-
-@dataclass(frozen=True)
-class AnswerTokens:
-    """The token ids of each answer word, and where the two words' tokens first differ."""
-
-    ids: dict[Label, tuple[int, ...]]
-    decisive: int
-
-    @classmethod
-    def from_ids(cls, ids: dict[Label, tuple[int, ...]]) -> AnswerTokens:
-        positive, negative = ids[Label.POSITIVE], ids[Label.NEGATIVE]
-        for position, (a, b) in enumerate(zip(positive, negative, strict=False)):
-            if a != b:
-                return cls(ids, position)
-        raise BackendError(f"the answer words tokenize to nested token ids: {ids}")
-
-    @property
-    def max_tokens(self) -> int:
-        return max(len(ids) for ids in self.ids.values()) + 1
+class _ServerDown(BackendError):
+    """No answer, or a 5xx: the kind of failure the circuit breaker counts."""
 
 
 @dataclass
 class _Connection:
-    """What belongs to one event loop: the HTTP connection pool and the concurrency limit."""
+    """What belongs to one event loop: the HTTP connection pool and the locks."""
 
     client: httpx.AsyncClient
     slots: asyncio.Semaphore
     tokens_lock: asyncio.Lock
+    restore_lock: asyncio.Lock
 
 
 class VllmClassifier:
-    """Classifies with one adapter (or the base model) of a vLLM server."""
+    """Classifies with one adapter (or the base model) of a vLLM server.
+
+    ``adapter_path`` is the adapter's folder as the server sees it: with it, an adapter the
+    server lost is loaded again.
+    """
 
     backend = "vllm"
 
@@ -136,16 +86,21 @@ class VllmClassifier:
         base_url: str,
         adapter: str,
         *,
+        adapter_path: str | None = None,
         api_key: str | None = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = 5.0,
         concurrency: int = 64,
         retries: int = 2,
         top_logprobs: int = 20,
+        breaker_failures: int = 5,
+        breaker_reset_s: float = 30.0,
     ) -> None:
         self.adapter = adapter
+        self.adapter_path = adapter_path
         self.server = VllmServer(base_url, api_key=api_key, timeout_s=timeout_s)
-        self._headers = _headers(api_key)
-        self._timeout = httpx.Timeout(timeout_s)
+        self.breaker = CircuitBreaker(breaker_failures, breaker_reset_s)
+        self._headers = auth_headers(api_key)
+        self._timeout_s = timeout_s
         self._concurrency = concurrency
         self._retries = retries
         self._top_logprobs = top_logprobs
@@ -158,15 +113,40 @@ class VllmClassifier:
     def model_id(self) -> str:
         return f"vllm:{self.adapter}"
 
-    async def ready(self) -> None:
-        """BackendError unless the server is up and lists this adapter."""
-        await self.server.ready(self.adapter)
+    async def probe(self) -> None:
+        """BackendError unless the server is up and serves the adapter, which it loads again if
+        the server lost it; ``CircuitOpen`` while the breaker is open."""
+        circuit_open = self.breaker.refusal()
+        if circuit_open is not None:
+            raise circuit_open
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self.server.health()
+                listed = await self.server.models()
+        except TimeoutError:
+            reason = f"vLLM at {self.server.base_url} did not answer in {self._timeout_s:g}s"
+            self.breaker.failed(reason)
+            raise BackendError(reason) from None
+        except VllmRefused as error:
+            if error.status in DOWN_STATUSES:
+                self.breaker.failed(str(error))
+            raise
+        except BackendError as error:
+            self.breaker.failed(str(error))
+            raise
+        if self.adapter not in listed:
+            await self._restore_adapter(self._connection())
 
     async def classify(self, texts: Sequence[str]) -> list[Verdict]:
         if not texts:
             return []
         connection = self._connection()
         answers = await self._answer_tokens(connection)
+        texts = list(texts)
+        verdicts = []
+        if self.breaker.is_open:
+            # The first review goes alone: as the breaker's probe if one is due, else it fails.
+            verdicts.append(await self._one(connection, answers, texts.pop(0)))
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._one(connection, answers, t)) for t in texts]
@@ -175,7 +155,7 @@ class VllmClassifier:
             if isinstance(first, BackendError):
                 raise first from None
             raise BackendError(f"vLLM classification failed: {first!r}") from first
-        return [task.result() for task in tasks]
+        return verdicts + [task.result() for task in tasks]
 
     async def aclose(self) -> None:
         """Close this event loop's connections (the classifier stays usable)."""
@@ -191,24 +171,56 @@ class VllmClassifier:
             client = httpx.AsyncClient(
                 base_url=self.server.base_url,
                 headers=self._headers,
-                timeout=self._timeout,
+                timeout=httpx.Timeout(self._timeout_s),
                 limits=httpx.Limits(
                     max_connections=self._concurrency, max_keepalive_connections=self._concurrency
                 ),
             )
-            connection = _Connection(client, asyncio.Semaphore(self._concurrency), asyncio.Lock())
+            slots = asyncio.Semaphore(self._concurrency)
+            connection = _Connection(client, slots, asyncio.Lock(), asyncio.Lock())
             self._connections[loop] = connection
         return connection
 
     async def _post(self, connection: _Connection, path: str, body: dict[str, Any]) -> Any:
-        """POST with bounded retries on transport errors and retryable statuses."""
+        """POST, retried on transport errors and retryable statuses, all within ``timeout_s``.
+
+        A server that does not serve the adapter is told to load it again, once."""
+        try:
+            return await self._post_once(connection, path, body)
+        except ModelNotServed:
+            if self.adapter_path is None:
+                raise
+            await self._restore_adapter(connection)
+        return await self._post_once(connection, path, body)
+
+    async def _post_once(self, connection: _Connection, path: str, body: dict[str, Any]) -> Any:
+        self.breaker.before_call()
+        try:
+            async with connection.slots, asyncio.timeout(self._timeout_s):
+                answer = await self._attempts(connection, path, body)
+        except TimeoutError:
+            reason = f"vLLM {path} for {self.adapter!r} gave no answer in {self._timeout_s:g}s"
+            self.breaker.failed(reason)
+            raise BackendError(reason) from None
+        except _ServerDown as error:
+            self.breaker.failed(str(error))
+            raise
+        except BackendError:
+            self.breaker.succeeded()  # it answered, if with an error: it is up
+            raise
+        except BaseException:
+            self.breaker.abandoned()
+            raise
+        self.breaker.succeeded()
+        return answer
+
+    async def _attempts(self, connection: _Connection, path: str, body: dict[str, Any]) -> Any:
         last = ""
         for attempt in range(self._retries + 1):
             if attempt:
                 await asyncio.sleep(0.1 * 2**attempt)
             try:
-                async with connection.slots:
-                    response = await connection.client.post(path, json=body)
+                response = await connection.client.post(path, json=body)
             except httpx.HTTPError as error:
                 last = f"{type(error).__name__}: {error}"
                 continue
@@ -217,24 +229,41 @@ class VllmClassifier:
                     return response.json()
                 except ValueError as error:
                     raise BackendError(f"vLLM sent a body that is not JSON: {error}") from error
-            last = f"{response.status_code} {_error_text(response)}"
             if response.status_code not in RETRY_STATUSES:
-                break
-        raise BackendError(f"vLLM {path} for {self.adapter!r} failed: {last}")
+                raise refusal(response, f"vLLM {path} for {self.adapter!r}")
+            last = f"{response.status_code} {error_text(response)}"
+        raise _ServerDown(f"vLLM {path} for {self.adapter!r} failed: {last}")
+
+    async def _restore_adapter(self, connection: _Connection) -> None:
+        """Load the adapter again: the server lost it (a restart). BackendConfigError if the
+        server refuses it, BackendError if it cannot (no folder known, no answer)."""
+        if self.adapter_path is None:
+            raise BackendError(
+                f"vLLM at {self.server.base_url} does not serve {self.adapter!r} (and its folder "
+                "is not known here, to load it)"
+            )
+        async with connection.restore_lock:
+            if await self.server.ensure_adapter(self.adapter, self.adapter_path):
+                log.warning(
+                    "vLLM at %s had lost adapter %s (a restart?): loaded it again from %s",
+                    self.server.base_url,
+                    self.adapter,
+                    self.adapter_path,
+                )
 
     async def _answer_tokens(self, connection: _Connection) -> AnswerTokens:
         if self._answers is not None:
             return self._answers
         async with connection.tokens_lock:
             if self._answers is None:
-                self._answers = await self._resolve_answer_tokens(connection)
+                self._answers = await self._render_answers(connection)
         return self._answers
 
-    async def _resolve_answer_tokens(self, connection: _Connection) -> AnswerTokens:
-        """Tokenize the chat with and without each answer, exactly as the server renders it."""
+    async def _render_answers(self, connection: _Connection) -> AnswerTokens:
+        """Each answer's tokens and text, rendered by the chat template the server serves."""
         messages = chat_messages("好")
         prompt = await self._tokenize(connection, messages, add_generation_prompt=True)
-        ids = {}
+        texts, ids = {}, {}
         for word in ANSWER_WORDS:
             answered = [*messages, {"role": "assistant", "content": word}]
             full = await self._tokenize(
@@ -242,8 +271,16 @@ class VllmClassifier:
             )
             if full[: len(prompt)] != prompt or len(full) == len(prompt):
                 raise BackendError(f"cannot find the tokens of {word!r} in the rendered chat")
-            ids[Label.from_zh(word)] = tuple(full[len(prompt) :])
-        return AnswerTokens.from_ids(ids)
+            label = Label.from_zh(word)
+            ids[label] = tuple(full[len(prompt) :])
+            detokenized = await self._post(
+                connection, "/detokenize", {"model": self.adapter, "tokens": list(ids[label])}
+            )
+            try:
+                texts[label] = str(detokenized["prompt"])
+            except (KeyError, TypeError) as error:
+                raise BackendError(f"vLLM /detokenize answered {detokenized!r}") from error
+        return AnswerTokens.of(texts, ids)
 
     async def _tokenize(
         self, connection: _Connection, messages: list[dict[str, str]], **flags: bool
@@ -259,54 +296,20 @@ class VllmClassifier:
         body = {
             "model": self.adapter,
             "messages": chat_messages(text),
-            "temperature": 0,
+            **NEUTRAL_SAMPLING,
             "max_tokens": answers.max_tokens,
             "logprobs": True,
-            "top_logprobs": self._top_logprobs,
+            "logprob_token_ids": answers.decisive_ids,
+            "top_logprobs": self._top_logprobs,  # what servers without logprob_token_ids list
             "return_tokens_as_token_ids": True,
-            "structured_outputs": {"choice": list(ANSWER_WORDS)},
+            "structured_outputs": {"choice": answers.choices},
         }
         completion = await self._post(connection, "/v1/chat/completions", body)
         try:
             choice = completion["choices"][0]
-            word = (choice["message"]["content"] or "").strip()
+            content = choice["message"]["content"]
             steps = (choice.get("logprobs") or {}).get("content") or []
         except (KeyError, IndexError, TypeError, AttributeError) as error:
             raise BackendError(f"vLLM answered in an unknown shape: {completion!r}") from error
-        if word not in ANSWER_WORDS:
-            raise BackendError(f"vLLM answered {word!r}, not one of {list(ANSWER_WORDS)}")
-        label = Label.from_zh(word)
-        return Verdict(label, _confidence(answers, label, steps), self.model_id)
-
-
-def _token_id(token: str) -> int:
-    if not token.startswith(TOKEN_ID_PREFIX):
-        raise BackendError(f"vLLM did not return token ids in its logprobs: {token!r}")
-    return int(token.removeprefix(TOKEN_ID_PREFIX))
-
-
-def _confidence(answers: AnswerTokens, label: Label, steps: list[dict[str, Any]]) -> float | None:
-    """p(answer token) / (p(answer token) + p(the other word's token)) at the decisive position.
-
-    The answer's token is the greedy pick among the tokens the constraint allows, so the result
-    is at least 0.5. A word missing from the top logprobs is bounded by the smallest listed.
-    None if the answer was spelled with tokens other than the word's own before that position.
-    """
-    k = answers.decisive
-    if len(steps) <= k:
-        return None
-    try:
-        spelled = [_token_id(step["token"]) for step in steps[: k + 1]]
-        top = {_token_id(t["token"]): float(t["logprob"]) for t in steps[k]["top_logprobs"]}
-        top[spelled[k]] = float(steps[k]["logprob"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise BackendError(f"vLLM sent logprobs in an unknown shape: {steps!r}") from error
-    if spelled[:k] != list(answers.ids[label][:k]):
-        return None
-    other = Label(1 - label)
-    chosen_logprob = top[spelled[k]]
-    other_logprob = top.get(answers.ids[other][k], min(top.values()))
-    if not math.isfinite(chosen_logprob):
-        return None
-    other_p = math.exp(other_logprob - chosen_logprob) if math.isfinite(other_logprob) else 0.0
-    return min(1.0, 1.0 / (1.0 + other_p))
+        label = answers.label_of(content)
+        return Verdict(label, confidence(answers, label, steps), self.model_id)

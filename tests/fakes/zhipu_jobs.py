@@ -1,4 +1,11 @@
-"""Fine-tune jobs of the fake Zhipu: a lifecycle read off a clock, their JSON as Zhipu sends it."""
+"""Fine-tune jobs of the fake Zhipu: a lifecycle read off a clock, their JSON as Zhipu sends it.
+
+As Zhipu's fine-tuning guide has it: only base models are fine-tuned (glm-4-flash by LoRA, the
+models that offer only full-parameter training by that); a text LoRA fine-tune answers on the
+shared pool as soon as it succeeded, any other only once deployed (``deploy``, the console's
+私有实例), under a model code of its own. A job's metrics events carry ``loss`` each step and,
+with a validation file, ``eval_loss`` at the end of each epoch.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +23,11 @@ if TYPE_CHECKING:
     from tests.fakes.zhipu_server import FakeZhipu
 
 METRIC_STEPS = 4
+"""Steps an epoch."""
 T = TypeVar("T")
-FINE_TUNABLE = frozenset({"glm-4-flash", "glm-4-air", "glm-4-9b"})
+FINE_TUNABLE = {"glm-4-flash": "lora", "glm-4-air-250414": "full", "glm-4.5-air": "full"}
+"""Base model → how the API fine-tunes it (Zhipu documents no switch between LoRA and full)."""
+HYPERPARAMETERS = {"n_epochs": int, "batch_size": int, "learning_rate_multiplier": float}
 
 
 @dataclass
@@ -38,6 +48,10 @@ class FakeJob:
     memory: dict[str, str] = field(default_factory=dict)
     cancelled_at: float | None = None
     queued_status: str = "pending"
+    request: dict[str, Any] = field(default_factory=dict)
+    """The body the job was created with, as sent."""
+    deployed_as: str | None = None
+    """The model code of its deployment, once deployed."""
 
     @property
     def started_at(self) -> float:
@@ -98,6 +112,14 @@ def job_json(job: FakeJob, now: float) -> dict[str, Any]:
     }
 
 
+def train_loss(step: int) -> float:
+    return round(1.2 / step, 4)
+
+
+def validation_loss(step: int) -> float:
+    return round(1.3 / step + 0.05, 4)
+
+
 def job_events(job: FakeJob, now: float) -> list[dict[str, Any]]:
     """The events that have happened by ``now``, newest first."""
     happened: list[tuple[float, str, str, dict[str, Any] | None]] = [
@@ -111,12 +133,14 @@ def job_events(job: FakeJob, now: float) -> list[dict[str, Any]]:
         for step in range(1, total + 1):
             at = job.started_at + job.train_s * step / (total + 1)
             if at <= now and (job.cancelled_at is None or at < job.cancelled_at):
-                metric = {
+                metric: dict[str, Any] = {
                     "epoch": round(step / METRIC_STEPS, 2),
                     "current_steps": step,
                     "total_steps": total,
-                    "loss": round(1.2 / step, 4),
+                    "loss": train_loss(step),
                 }
+                if job.validation_file and step % METRIC_STEPS == 0:
+                    metric["eval_loss"] = validation_loss(step)
                 happened.append((at, "metrics", f"step {step}/{total}", metric))
     if job.cancelled_at is None and now >= job.ends_at:
         word = "训练完成" if job.outcome == "succeeded" else "训练失败"
@@ -152,10 +176,12 @@ def job_routes(fake: FakeZhipu) -> APIRouter:
         body = await request.json()
         model, training = body.get("model"), fake.files.get(body.get("training_file") or "")
         if model not in FINE_TUNABLE:
-            raise ZhipuError(400, "1211", f"model {model!r} cannot be fine-tuned")
+            raise ZhipuError(400, "1211", f"模型不存在，请检查模型代码：{model} 不能微调。")
         validation_id = body.get("validation_file")
         if training is None or (validation_id and validation_id not in fake.files):
-            raise ZhipuError(400, "1214", "training_file or validation_file does not exist")
+            raise ZhipuError(400, "1214", "training_file 或 validation_file 参数非法。请检查文档。")
+        if problem := hyperparameters_problem(body.get("hyperparameters") or {}):
+            raise ZhipuError(400, "1214", problem)
         suffix = body.get("suffix") or "ft"
         job = FakeJob(
             id=fake.new_id("ftjob"),
@@ -164,7 +190,7 @@ def job_routes(fake: FakeZhipu) -> APIRouter:
             training_file=training.id,
             validation_file=validation_id,
             hyperparameters=body.get("hyperparameters") or {},
-            method=(body.get("extra_hyperparameters") or {}).get("fine_tuning_method", "lora"),
+            method=FINE_TUNABLE[model],
             fine_tuned_model=f"{model}:{fake.account}:{suffix}:{fake.random_tail(8)}",
             created_at=fake.clock(),
             queue_s=fake.queue_s,
@@ -172,6 +198,7 @@ def job_routes(fake: FakeZhipu) -> APIRouter:
             outcome=fake.job_outcome,
             memory=memorize(training.content),
             queued_status=fake.queued_status,
+            request=body,
         )
         fake.jobs[job.id] = job
         return JSONResponse(job_json(job, fake.clock()))
@@ -217,6 +244,35 @@ def job_routes(fake: FakeZhipu) -> APIRouter:
         return JSONResponse(body)
 
     return router
+
+
+def serving_job(fake: FakeZhipu, model: str) -> FakeJob | None:
+    """The succeeded job whose model answers as ``model`` on the shared pool: its LoRA model, or
+    the deployment of any other (an undeployed full fine-tune answers nothing)."""
+    for job in fake.jobs.values():
+        if job.status(fake.clock()) != "succeeded" or job.fine_tuned_model in fake.deleted_models:
+            continue
+        if model == job.deployed_as or (model == job.fine_tuned_model and job.method == "lora"):
+            return job
+    return None
+
+
+def deploy(fake: FakeZhipu, job_id: str) -> str:
+    """What deploying the job's model in Zhipu's console does: a model code of its own."""
+    job = fake.jobs[job_id]
+    job.deployed_as = f"{job.model}-{fake.random_tail(8)}"
+    return job.deployed_as
+
+
+def hyperparameters_problem(hyperparameters: dict[str, Any]) -> str | None:
+    for name, value in hyperparameters.items():
+        kind = HYPERPARAMETERS.get(name)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind is None or not (value == "auto" or (number and value > 0)):
+            return f"hyperparameters.{name} 参数非法。请检查文档。"
+        if kind is int and number and not float(value).is_integer():
+            return f"hyperparameters.{name} 参数非法。请检查文档。"
+    return None
 
 
 def page(items: list[T], after: str | None, key: Callable[[T], str]) -> list[T]:

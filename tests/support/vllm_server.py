@@ -64,10 +64,18 @@ class VllmProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def pause(self) -> None:
+        """Freeze it, as a hung server: connections are still accepted, nothing answers."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self, grace_s: float = 20.0) -> None:
         if not self.alive:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
+        os.killpg(self.process.pid, signal.SIGCONT)  # a paused server must run to stop
         try:
             self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
