@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from api.schemas import ErrorResponse
+from api.answers import ErrorOut
 from core.errors import (
     AppError,
     BackendUnavailable,
@@ -132,7 +132,7 @@ def install(app: FastAPI) -> None:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
+    status: {"model": ErrorOut, "description": description}
     for status, description in {
         400: "The body cannot be read (not UTF-8).",
         401: "No valid API key (or webhook signature).",
@@ -159,7 +159,7 @@ def refusals(
     }
     return {
         status: {
-            "model": ErrorResponse,
+            "model": ErrorOut,
             "description": description,
             "content": {"application/json": {"examples": shown}},
         }
@@ -195,6 +195,4 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "The body is not sent as JSON.",
         503: "No model can answer now, or the store cannot be reached (nothing was stored).",
     }
-    return {
-        status: {"model": ErrorResponse, "description": described[status]} for status in statuses
-    }
+    return {status: {"model": ErrorOut, "description": described[status]} for status in statuses}

@@ -45,8 +45,9 @@ def documented_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def document_bodies(app: FastAPI) -> None:
-    """Make ``app.openapi()`` include the schemas of the bodies given to ``documented_body``."""
+def document_bodies(app: FastAPI, *, max_text_chars: int) -> None:
+    """Make ``app.openapi()`` include the schemas of the bodies given to ``documented_body``, with
+    a review's length limit as the settings have it."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -59,6 +60,7 @@ def document_bodies(app: FastAPI) -> None:
             for nested, nested_definition in definition.pop("$defs", {}).items():
                 schemas.setdefault(nested, nested_definition)
             schemas.setdefault(name, definition)
+        schemas["ReviewIn"]["properties"]["text"]["maxLength"] = max_text_chars
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -11,8 +10,9 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from fastapi import APIRouter, FastAPI
 
 from api import errors
+from api.admin import MOUNT_PATH, create_admin_app
 from api.auth import RateLimit
-from api.bodies import document_bodies
+from api.json_body import document_bodies
 from api.metrics import Metrics
 from api.middleware import BodyLimit, RequestMetrics
 from api.routes import bench, classify, feedback, health, models, reviews, stats, webhooks
@@ -43,7 +43,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            version = await asyncio.to_thread(core.classification.ready)
+            version = await core.classification.ready()
             log.info("model version %s (%s) loaded", version.id, version.backend)
         except AppError as error:
             log.warning("not ready to classify yet (%s): %s", error.code, error.message)
@@ -62,10 +62,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.core = core
-    app.state.metrics = Metrics(core.classification)
+    app.state.metrics = Metrics(core)
     app.state.rate_limit = RateLimit(core.settings.api.rate_limit)
     errors.install(app)
-    document_bodies(app)
+    document_bodies(app, max_text_chars=core.settings.serving.max_text_chars)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     for router in (classify, webhooks, feedback, reviews, stats, models, health):
@@ -75,4 +75,5 @@ def create_app(
         app.include_router(extra)
     if core.settings.api.bench_echo:
         app.include_router(bench.router)
+    app.mount(MOUNT_PATH, create_admin_app(core, app.state.rate_limit))
     return app

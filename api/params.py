@@ -19,8 +19,9 @@ from fastapi import Path, Query
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from api.schemas import ID_PATTERN, MAX_ID
+from api.inputs import ID_PATTERN, MAX_ID
 from core.errors import InvalidInput
+from core.store.tables import as_utc
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
@@ -88,3 +89,13 @@ def read_cursor(value: str) -> int:
     if kind != "before" or not 1 <= before_id <= MAX_ID or value != next_cursor(before_id):
         raise InvalidInput(NOT_A_CURSOR)
     return before_id
+
+
+def since_utc(moment: datetime | None) -> datetime | None:
+    """A ``since`` filter in UTC; a time given without a zone is taken as UTC."""
+    if moment is None:
+        return None
+    try:
+        return as_utc(moment)
+    except OverflowError:
+        raise InvalidInput("since: the time is out of range") from None

@@ -16,6 +16,7 @@ BackendName = Literal["local", "zhipu", "vllm"]
 TrainerName = Literal["local", "zhipu", "lora"]
 """What a retrain can train: the CPU model, a Zhipu fine-tune, or a LoRA adapter for vLLM."""
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+MIN_SESSION_SECRET_CHARS = 32
 
 
 class DBSettings(BaseModel):
@@ -73,16 +74,37 @@ class ZhipuSettings(BaseModel):
     backoff_max_s: float = Field(default=8.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=30.0, gt=0)
+    account_pause_s: float = Field(default=3600.0, gt=0)
+    """How long calls stop after a used-up quota (1304/1308/1310) or a locked account
+    (1112/1121) when Zhipu's message names no reset time; a stated reset time wins."""
+    disable_thinking: bool | None = None
+    """Send ``thinking: {"type": "disabled"}``; unset: to models named GLM-4.5 or later (those
+    that take it). Set true for a deployed reasoning model with a code of its own."""
     finetune_base_model: str = "glm-4-flash"
+    """A base model: Zhipu fine-tunes no earlier fine-tuned model."""
     finetune_method: Literal["lora", "full"] = "lora"
+    """What the base model's jobs produce. A text LoRA fine-tune answers on Zhipu's shared pool
+    at once and is registered as a candidate; any other must first be deployed in the console,
+    and its deployment's model code is registered by hand (``waimai models add zhipu CODE --job
+    ID``). Not sent: neither the SDK nor the docs define a switch; models that offer only full
+    fine-tuning (glm-4-air-250414, glm-4.5-air) need ``full`` here."""
     finetune_suffix: str = Field(default="waimai", pattern=r"^[A-Za-z0-9_-]{1,40}$")
     n_epochs: int = Field(default=3, ge=1)
     batch_size: int | Literal["auto"] = "auto"
     learning_rate_multiplier: float | Literal["auto"] = "auto"
-    price_per_1k_tokens: float = Field(default=0.005, ge=0)
-    """Training price in yuan per 1,000 tokens (check Zhipu's price list for the base model)."""
+    price_per_1k_tokens: float = Field(default=0.013, ge=0)
+    """Yuan per 1,000 training tokens as counted here (a character a token, plus 4 a message).
+    Calibrated on what Zhipu's console charged for a LoRA of glm-4-flash over the canonical
+    8,390-row train split, 6.0972 yuan an epoch: that split counts 469,415 tokens."""
     finetune_budget: float = Field(default=20.0, ge=0)
     """The most, in yuan, one fine-tune job may cost by its estimate; above it, none starts."""
+    monthly_budget: float = Field(default=60.0, ge=0)
+    """The most, in yuan, the fine-tunes launched in a calendar month (RETRAIN__TIMEZONE) may
+    cost by their estimates; a job that would pass it is not launched, and the admins hear so
+    once a month."""
+    finetune_min_new_labels: int = Field(default=500, ge=0)
+    """A fine-tune trains the base model on the whole snapshot again, so another is launched
+    only when this many examples are new since the last one that succeeded."""
     poll_interval_s: float = Field(default=30.0, gt=0)
 
 
@@ -105,7 +127,11 @@ class TelegramSettings(BaseModel):
     button_ttl_hours: float = Field(default=168.0, gt=0)
     undo_minutes: float = Field(default=10.0, gt=0)
     throttle_messages: int = Field(default=20, ge=1)
+    """Updates a chat has handled at most in ``throttle_window_s``; more wait in line."""
     throttle_window_s: float = Field(default=60.0, gt=0)
+    queue_messages: int = Field(default=100, ge=0)
+    """Messages over the throttle a chat may have waiting in line; one more is not taken, and
+    the merchant is told which."""
     max_file_mb: float = Field(default=20.0, gt=0)
     batch_chunk_size: int = Field(default=500, ge=1)
     progress_interval_s: float = Field(default=3.0, ge=0)
@@ -153,6 +179,25 @@ class ApiSettings(BaseModel):
     """Serve ``POST /bench/echo`` for bench/api_load.py; refused in production."""
     shutdown_timeout_s: int = Field(default=30, ge=1)
     """On SIGTERM new connections are refused and requests in flight get this long to finish."""
+    session_secret: SecretStr | None = None
+    """Signs the operator page's session cookies (/admin). Unset: a random key made at start-up,
+    so logins end with the process and one API replica refuses another's: set it when several
+    serve the page."""
+    session_hours: float = Field(default=8.0, gt=0)
+    """How long a login to the operator page lasts."""
+    session_cookie_secure: bool = True
+    """Send the session cookie over HTTPS only (browsers also send it to http://localhost and
+    http://127.0.0.1); false for the page on a plain-HTTP address elsewhere."""
+
+    @field_validator("session_secret")
+    @classmethod
+    def _a_secret_long_enough_to_sign_with(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < MIN_SESSION_SECRET_CHARS:
+            raise ValueError(
+                f"API__SESSION_SECRET must be at least {MIN_SESSION_SECRET_CHARS} characters (e.g. "
+                "the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return secret
 
 
 class RetrainSettings(BaseModel):
@@ -195,9 +240,15 @@ class VllmSettings(BaseModel):
     """The server's root (the client adds ``/v1/...``)."""
     api_key: SecretStr | None = None
     """What the server was started with (``--api-key``); unset: none is sent."""
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    """The most one review's request may take, retries included: a hung server costs this much
+    before the fallback answers."""
     concurrency: int = Field(default=64, ge=1)
     retries: int = Field(default=2, ge=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    """Consecutive failed requests (no answer in time, a 5xx) that open the circuit breaker: it
+    stops all calls for ``breaker_reset_s``, then lets one go, whose outcome decides."""
+    breaker_reset_s: float = Field(default=30.0, gt=0)
     base_model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     """The base model the server runs and adapters are trained on: a hub name or a local path."""
     adapter_dir: Path = Path("models/lora")
@@ -211,6 +262,13 @@ class VllmSettings(BaseModel):
     epochs: float = Field(default=1.0, gt=0)
     learning_rate: float = Field(default=2e-4, gt=0)
     batch_size: int = Field(default=8, ge=1)
+    """Examples per forward pass of the LoRA trainer (a micro-batch)."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Micro-batches whose gradients make one optimizer step: the effective batch is
+    ``batch_size`` times this, in the memory of one micro-batch."""
+    gradient_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of keeping them: a third
+    more compute a step, and what should let a 7–9B base train on a 24–48 GB GPU (batch 1–4)."""
     max_seq_len: int = Field(default=512, ge=16)
     """Training examples longer than this many tokens are skipped; also ``--max-model-len``."""
 
@@ -220,6 +278,43 @@ class VllmSettings(BaseModel):
         if rank not in (8, 16, 32, 64):
             raise ValueError("the LoRA rank must be 8, 16, 32 or 64")
         return rank
+
+    def adapter_path_on_server(self, name: str) -> str:
+        """Adapter ``name``'s folder as the server sees it."""
+        if self.server_adapter_dir:
+            return f"{self.server_adapter_dir.rstrip('/')}/{name}"
+        return str((self.adapter_dir / name).resolve())
+
+
+class OpsSettings(BaseModel):
+    """The metrics and health port of the processes that serve no API (0 turns it off)."""
+
+    host: str = "127.0.0.1"
+    worker_port: int = Field(default=9101, ge=0, le=65535)
+    """``waimai worker``: /metrics, /healthz and /readyz."""
+    bot_port: int = Field(default=9102, ge=0, le=65535)
+    """``waimai bot`` (polling, without the API beside it): the same."""
+
+
+class AlertSettings(BaseModel):
+    """Drift: admins are told once when a rolling rate rises above its threshold."""
+
+    correction_rate: float = Field(default=0.3, gt=0, le=1)
+    """A merchant's share of labelled predictions that its labels correct."""
+    min_labels: int = Field(default=20, ge=1)
+    """Labels in the window before a merchant's correction rate can raise an alert."""
+    fallback_rate: float = Field(default=0.2, gt=0, le=1)
+    """The share of reviews a fallback model answered."""
+    min_predictions: int = Field(default=200, ge=1)
+    """Predictions in the window before the fallback share can raise an alert."""
+    window_hours: float = Field(default=24.0, gt=0)
+    check_every_s: float = Field(default=300.0, gt=0)
+
+
+class StatsSettings(BaseModel):
+    rollup_every_s: float = Field(default=300.0, gt=0)
+    """How often the worker counts the earlier days again into the stats' day tables (a label
+    on an earlier day's review shows in the stats after it)."""
 
 
 class Settings(BaseSettings):
@@ -241,6 +336,9 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     api: ApiSettings = ApiSettings()
     vllm: VllmSettings = VllmSettings()
+    ops: OpsSettings = OpsSettings()
+    alerts: AlertSettings = AlertSettings()
+    stats: StatsSettings = StatsSettings()
 
     @model_validator(mode="after")
     def _refuse_the_bench_echo_in_production(self) -> Settings:

@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from sqlalchemy import Engine
 
+from core.access.admin_sessions import AdminSessions
 from core.access.clients import ClientService
 from core.access.merchants import MerchantService
+from core.classify.reviews import Reviews
 from core.classify.service import ClassificationService
+from core.classify.stats import ReviewStats
 from core.classify.uploads import BatchService
 from core.config import Settings
+from core.delivery.drift import DriftWatch
 from core.delivery.telegram_updates import TelegramUpdates
 from core.delivery.webhooks import WebhookService
+from core.events import Events
 from core.labels.feedback import FeedbackService
+from core.labels.overview import LoopOverview
+from core.labels.resolve import Resolver
+from core.metrics import CoreMetrics
+from core.models.dataset import Dataset
+from core.models.finetunes import FineTunes
+from core.models.gate import Gate
+from core.models.registry import ModelVersions
+from core.models.report import Reports
 from core.models.retrain_requests import RetrainRequests
 from core.models.views import TenantViews
 from core.store.db import make_engine
-from core.store.outbox import Notifications
+from core.store.outbox import BackendAlert, Notifications
 from core.store.tables import ModelVersion, TenantView
 from serving.base import Classifier
 from serving.local import LocalClassifier
 from serving.vllm import VllmClassifier
 from serving.zhipu import ZhipuClassifier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,9 +51,13 @@ class Backends:
     """Builds each model version's classifier once and keeps it for the life of the process."""
 
     settings: Settings
+    notifications: Notifications | None = None
+    """Where a backend's alerts go for the admins (none: they are only logged)."""
     _loaded: dict[int, Classifier] = field(default_factory=dict)
     _views: OrderedDict[int, Classifier] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _alerts: set[asyncio.Task[None]] = field(default_factory=set)
+    """Alerts being published (the loop keeps only weak references to its tasks)."""
 
     def for_version(self, version: ModelVersion) -> Classifier:
         assert version.id is not None
@@ -45,7 +67,8 @@ class Backends:
                 classifier = self._build(version)
                 self._loaded[version.id] = classifier
         if isinstance(classifier, ZhipuClassifier):
-            classifier.raise_if_refused()  # a refused key: unusable until its probe is due
+            # a refused key or model, no balance, a used-up quota: unusable until a probe is due
+            classifier.raise_if_refused()
         return classifier
 
     def for_view(self, view: TenantView) -> Classifier:
@@ -83,23 +106,49 @@ class Backends:
             backoff_max_s=zhipu.backoff_max_s,
             breaker_failures=zhipu.breaker_failures,
             breaker_reset_s=zhipu.breaker_reset_s,
+            account_pause_s=zhipu.account_pause_s,
+            disable_thinking=zhipu.disable_thinking,
+            on_alert=self._alert_admins("zhipu"),
         )
+
+    def _alert_admins(self, backend: str) -> Callable[[str], None]:
+        """Publishes a backend's alert for the admins, from the event loop it was raised in."""
+
+        def alert(message: str) -> None:
+            if self.notifications is None:
+                return
+            publishing = self.notifications.publish(BackendAlert(backend, message))
+            task = asyncio.get_running_loop().create_task(publishing)
+            self._alerts.add(task)
+            task.add_done_callback(self._alert_published)
+
+        return alert
+
+    def _alert_published(self, task: asyncio.Task[None]) -> None:
+        self._alerts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("could not publish a backend alert: %r", task.exception())
 
     def _vllm(self, adapter: str) -> VllmClassifier:
         vllm = self.settings.vllm
         return VllmClassifier(
             vllm.base_url,
             adapter,
+            adapter_path=vllm.adapter_path_on_server(adapter),
             api_key=vllm.api_key.get_secret_value() if vllm.api_key else None,
             timeout_s=vllm.timeout_s,
             concurrency=vllm.concurrency,
             retries=vllm.retries,
+            breaker_failures=vllm.breaker_failures,
+            breaker_reset_s=vllm.breaker_reset_s,
         )
 
 
 @dataclass
 class Core:
-    """Everything a front door needs, built from one Settings."""
+    """Everything a front door needs, built from one Settings: services, each of which decides
+    where its store work runs. The engine is for core/ and the loop's own store work (the
+    scheduler's job store, label resolution); front doors never touch it."""
 
     settings: Settings
 
@@ -107,15 +156,64 @@ class Core:
     def engine(self) -> Engine:
         return make_engine(self.settings.db)
 
+    def close(self) -> None:
+        """Close the store's connections (the process is done with this core)."""
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+    @cached_property
+    def models(self) -> ModelVersions:
+        return ModelVersions(self.engine)
+
+    @cached_property
+    def reviews(self) -> Reviews:
+        return Reviews(self.engine)
+
+    @cached_property
+    def stats(self) -> ReviewStats:
+        return ReviewStats(self.engine)
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        return Dataset(self.engine)
+
+    @cached_property
+    def resolver(self) -> Resolver:
+        return Resolver(self.engine, self.settings.retrain)
+
+    @cached_property
+    def finetunes(self) -> FineTunes:
+        return FineTunes(self.engine)
+
+    @cached_property
+    def reports(self) -> Reports:
+        return Reports(self.models)
+
+    @cached_property
+    def gate(self) -> Gate:
+        return Gate(self.models, self.dataset, self.backends, self.settings.retrain)
+
     @cached_property
     def backends(self) -> Backends:
-        return Backends(self.settings)
+        return Backends(self.settings, self.notifications)
 
     @cached_property
     def classification(self) -> ClassificationService:
         return ClassificationService(
-            self.engine, self.backends, self.settings.serving, self.tenant_views
+            self.engine, self.backends, self.settings.serving, self.tenant_views, self.events
         )
+
+    @cached_property
+    def events(self) -> Events:
+        return Events()
+
+    @cached_property
+    def drift(self) -> DriftWatch:
+        return DriftWatch(self.engine, self.settings.alerts, self.events)
+
+    @cached_property
+    def metrics(self) -> CoreMetrics:
+        return CoreMetrics(self.events, self.classification)
 
     @cached_property
     def tenant_views(self) -> TenantViews:
@@ -123,11 +221,19 @@ class Core:
 
     @cached_property
     def feedback(self) -> FeedbackService:
-        return FeedbackService(self.engine, self.settings.retrain)
+        return FeedbackService(self.engine, self.settings.retrain, self.events)
 
     @cached_property
     def clients(self) -> ClientService:
         return ClientService(self.engine, cache_s=self.settings.api.key_cache_s)
+
+    @cached_property
+    def admin_sessions(self) -> AdminSessions:
+        return AdminSessions(self.engine, self.clients)
+
+    @cached_property
+    def loop_overview(self) -> LoopOverview:
+        return LoopOverview(self.engine)
 
     @cached_property
     def webhooks(self) -> WebhookService:

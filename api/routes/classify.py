@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from api.answers import ClassifyOut, verdicts
 from api.auth import BEARER_SECURITY, authenticate, bearer_key
-from api.bodies import documented_body, json_body
-from api.deps import core_of, metrics_of
+from api.deps import core_of
 from api.errors import ERROR_RESPONSES, INVALID_REVIEWS, responses
-from api.schemas import ClassifyRequest, ClassifyResponse, verdicts
+from api.inputs import ClassifyIn
+from api.json_body import documented_body, json_body
 from core.store.tables import Source
 
 router = APIRouter(prefix="/v1", tags=["classify"], responses=ERROR_RESPONSES)
@@ -20,9 +21,9 @@ router = APIRouter(prefix="/v1", tags=["classify"], responses=ERROR_RESPONSES)
 
 @router.post(
     "/classify",
-    response_model=ClassifyResponse,
+    response_model=ClassifyOut,
     responses={**responses(409, 415, 503), **INVALID_REVIEWS},
-    openapi_extra=documented_body(ClassifyRequest) | BEARER_SECURITY,
+    openapi_extra=documented_body(ClassifyIn) | BEARER_SECURITY,
 )
 async def classify(request: Request) -> Response:
     """Label each review 好评 (positive) or 差评 (negative).
@@ -31,10 +32,9 @@ async def classify(request: Request) -> Response:
     stored. `fallback` is true where the active model failed and a fallback answered.
     """
     caller = await authenticate(request, bearer_key(request))
-    body = await json_body(request, ClassifyRequest)
+    body = await json_body(request, ClassifyIn)
     results = await core_of(request).classification.classify(
         [review.to_core() for review in body.reviews], source=Source.API, tenant=caller.name
     )
-    metrics_of(request).classified(results)
-    answer = ClassifyResponse.model_validate({"results": verdicts(results, body.reviews)})
+    answer = ClassifyOut.model_validate({"results": verdicts(results, body.reviews)})
     return Response(answer.model_dump_json(), media_type="application/json")

@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.auth import CallerDep, scope
-from api.deps import CoreDep, MetricsDep
+from api.deps import CoreDep
 from api.errors import ERROR_RESPONSES, responses
+from api.inputs import FeedbackIn, LabelsIn
 from api.params import Id
-from api.resources import LabelEventOut, LabelsOut
-from api.schemas import FeedbackRequest, LabelsRequest
+from api.records import LabelEventOut, LabelsOut
 from core.store.tables import Source
 
 router = APIRouter(prefix="/v1", tags=["feedback"], responses=ERROR_RESPONSES)
@@ -34,11 +34,11 @@ latest one counts.
 """
     + FATES,
 )
-def give_feedback(
-    review_id: Id, body: FeedbackRequest, caller: CallerDep, core: CoreDep, metrics: MetricsDep
+async def give_feedback(
+    review_id: Id, body: FeedbackIn, caller: CallerDep, core: CoreDep
 ) -> LabelEventOut:
     label = body.to_core(caller.principal, review_id)
-    labelled = core.feedback.record(
+    labelled = await core.feedback.record(
         label.review_id,
         label.label,
         actor=label.actor,
@@ -47,7 +47,6 @@ def give_feedback(
         prediction_id=label.prediction_id,
         role=caller.principal.role,
     )
-    metrics.labelled(labelled.event)
     return LabelEventOut.stored(labelled)
 
 
@@ -61,25 +60,18 @@ own reviews (any other is a 404 naming its index, `labels[3]: ...`); an admin ke
 """
     + FATES,
 )
-def give_labels(
-    body: LabelsRequest, caller: CallerDep, core: CoreDep, metrics: MetricsDep
-) -> LabelsOut:
-    stored = core.feedback.record_many(
+async def give_labels(body: LabelsIn, caller: CallerDep, core: CoreDep) -> LabelsOut:
+    stored = await core.feedback.record_many(
         body.to_core(caller.principal),
         channel=Source.API,
         tenant=scope(caller),
         role=caller.principal.role,
     )
-    for labelled in stored:
-        metrics.labelled(labelled.event)
     return LabelsOut.of(stored)
 
 
 @router.delete("/feedback/{label_event_id}", responses=responses(404, 409))
-def revoke_feedback(
-    label_event_id: Id, caller: CallerDep, core: CoreDep, metrics: MetricsDep
-) -> LabelEventOut:
+async def revoke_feedback(label_event_id: Id, caller: CallerDep, core: CoreDep) -> LabelEventOut:
     """Undo a label: it stays on record with `revoked_at` set and no longer counts."""
-    event = core.feedback.revoke(label_event_id, tenant=scope(caller))
-    metrics.labelled(event, revoked=True)
+    event = await core.feedback.revoke(label_event_id, tenant=scope(caller))
     return LabelEventOut.of(event)

@@ -5,29 +5,28 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_TEXT
 
+from api.answers import ErrorOut, HealthOut, ModelRefOut, ReadinessOut
 from api.deps import CoreDep, MetricsDep
-from api.resources import Health, Readiness
-from api.schemas import ErrorResponse, ModelRef
 from core.store.tables import ModelStatus
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-async def healthz() -> Health:
+async def healthz() -> HealthOut:
     """The process is up (it checks nothing else)."""
-    return Health()
+    return HealthOut()
 
 
 @router.get(
     "/readyz",
-    responses={503: {"model": ErrorResponse, "description": "Cannot classify now."}},
+    responses={503: {"model": ErrorOut, "description": "Cannot classify now."}},
 )
-def readyz(core: CoreDep) -> Readiness:
+async def readyz(core: CoreDep) -> ReadinessOut:
     """The store answers and a model version is loaded and able to classify."""
-    version = core.classification.ready()
-    return Readiness(
-        model=ModelRef(version_id=version.id, backend=version.backend),
+    version = await core.classification.ready()
+    return ReadinessOut(
+        model=ModelRefOut(version_id=version.id, backend=version.backend),
         fallback=version.status != ModelStatus.ACTIVE,
     )
 

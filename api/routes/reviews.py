@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from api.auth import CallerDep, scope
 from api.deps import CoreDep
 from api.errors import ERROR_RESPONSES, refusals, responses
+from api.inputs import LabelName
 from api.params import (
     NOT_A_CURSOR,
     SINCE_REFUSED,
@@ -19,10 +20,9 @@ from api.params import (
     Since,
     next_cursor,
     read_cursor,
+    since_utc,
 )
-from api.resources import ReviewDetail, ReviewOut, ReviewPage
-from api.schemas import LabelName, since_utc
-from core.classify import reviews
+from api.records import ReviewDetailOut, ReviewOut, ReviewPageOut
 from core.labels.vocabulary import parse_label
 
 router = APIRouter(prefix="/v1", tags=["reviews"], responses=ERROR_RESPONSES)
@@ -39,14 +39,14 @@ INVALID_PAGE = refusals(
 
 
 @router.get("/reviews/{review_id}", responses=responses(404))
-def get_review(review_id: Id, caller: CallerDep, core: CoreDep) -> ReviewDetail:
+async def get_review(review_id: Id, caller: CallerDep, core: CoreDep) -> ReviewDetailOut:
     """One review: its latest prediction, its current label and every human label, each with
     what became of it (`fate`)."""
-    return ReviewDetail.of_labelled(core.feedback.review(review_id, tenant=scope(caller)))
+    return ReviewDetailOut.of_labelled(await core.feedback.review(review_id, tenant=scope(caller)))
 
 
 @router.get("/reviews", responses=INVALID_PAGE)
-def list_reviews(
+async def list_reviews(
     caller: CallerDep,
     core: CoreDep,
     merchant_id: MerchantId = None,
@@ -57,10 +57,9 @@ def list_reviews(
     since: Since = None,
     cursor: Cursor = None,
     limit: Limit = 50,
-) -> ReviewPage:
+) -> ReviewPageOut:
     """Your reviews, newest first, a page at a time."""
-    records, before = reviews.page(
-        core.engine,
+    records, before = await core.reviews.page(
         tenant=scope(caller),
         merchant_id=merchant_id,
         label=parse_label(label) if label else None,
@@ -69,7 +68,7 @@ def list_reviews(
         before_id=read_cursor(cursor) if cursor else None,
         limit=limit,
     )
-    return ReviewPage(
+    return ReviewPageOut(
         items=[ReviewOut.of(record) for record in records],
         next_cursor=next_cursor(before) if before is not None else None,
     )

@@ -7,10 +7,8 @@ from fastapi import APIRouter
 from api.auth import CallerDep, scope
 from api.deps import CoreDep
 from api.errors import ERROR_RESPONSES, refusals
-from api.params import SINCE_REFUSED, MerchantId, Since
-from api.resources import StatsOut
-from api.schemas import since_utc
-from core.classify import reviews
+from api.params import SINCE_REFUSED, MerchantId, Since, since_utc
+from api.records import StatsOut
 
 router = APIRouter(prefix="/v1", tags=["stats"], responses=ERROR_RESPONSES)
 
@@ -21,12 +19,12 @@ router = APIRouter(prefix="/v1", tags=["stats"], responses=ERROR_RESPONSES)
         422, "A parameter is not valid; the message names it.", {"since": SINCE_REFUSED}
     ),
 )
-def get_stats(
+async def get_stats(
     caller: CallerDep, core: CoreDep, merchant_id: MerchantId = None, since: Since = None
 ) -> StatsOut:
     """Reviews by their current label; predictions, corrections and fallbacks per version."""
     return StatsOut.of(
-        reviews.stats(
-            core.engine, tenant=scope(caller), merchant_id=merchant_id, since=since_utc(since)
+        await core.stats.stats(
+            tenant=scope(caller), merchant_id=merchant_id, since=since_utc(since)
         )
     )

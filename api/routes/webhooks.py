@@ -4,16 +4,18 @@ platforms, processed exactly once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 
+from api.answers import ReviewsWebhookOut, verdicts
 from api.auth import CallerDep
-from api.deps import CoreDep, MetricsDep
+from api.deps import CoreDep
 from api.errors import ERROR_RESPONSES, INVALID_REVIEWS, refusals, responses
-from api.resources import LabelsOut, LabelsWebhookResponse
+from api.inputs import ID_PATTERN, LabelsWebhookIn, ReviewIn, ReviewsWebhookIn
+from api.records import LabelsOut, LabelsWebhookOut
 from api.routes.feedback import FATES
-from api.schemas import ID_PATTERN, LabelsWebhookEvent, WebhookEvent, WebhookResponse, verdicts
 from core.access.clients import Caller
 from core.classify.service import Classified
 from core.labels.feedback import Labelled
@@ -97,33 +99,28 @@ Sign `"{webhook-id}.{webhook-timestamp}.{body}"` with HMAC-SHA256 and your webho
     + ONCE,
 )
 async def receive_reviews(
-    event: WebhookEvent,
+    event: ReviewsWebhookIn,
     signed: Annotated[SignedDelivery, Depends(signed_by)],
     core: CoreDep,
-    metrics: MetricsDep,
     response: Response,
-) -> WebhookResponse:
-    classified: list[Classified] = []
-
-    def respond(results: list[Classified]) -> dict[str, Any]:
-        classified[:] = results
-        answer = WebhookResponse.model_validate(
-            {"webhook_id": signed.webhook_id, "results": verdicts(results, event.reviews)}
-        )
-        return answer.model_dump(mode="json")
-
+) -> ReviewsWebhookOut:
     delivery = await core.webhooks.deliver(
         signed.caller,
         signed.webhook_id,
         [review.to_core() for review in event.reviews],
-        respond,
+        partial(_reviews_answer, signed.webhook_id, event.reviews),
         body=signed.body,
     )
     if delivery.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    else:
-        metrics.classified(classified)
-    return WebhookResponse.model_validate(delivery.response)
+    return ReviewsWebhookOut.model_validate(delivery.response)
+
+
+def _reviews_answer(
+    webhook_id: str, reviews: list[ReviewIn], results: list[Classified]
+) -> dict[str, Any]:
+    answer = {"webhook_id": webhook_id, "results": verdicts(results, reviews)}
+    return ReviewsWebhookOut.model_validate(answer).model_dump(mode="json")
 
 
 @router.post(
@@ -139,29 +136,22 @@ Signed like `POST /v1/webhooks/reviews`.
     + FATES,
 )
 async def receive_labels(
-    event: LabelsWebhookEvent,
+    event: LabelsWebhookIn,
     signed: Annotated[SignedDelivery, Depends(signed_by)],
     core: CoreDep,
-    metrics: MetricsDep,
     response: Response,
-) -> LabelsWebhookResponse:
-    stored: list[Labelled] = []
-
-    def respond(labelled: list[Labelled]) -> dict[str, Any]:
-        stored[:] = labelled
-        answer = LabelsOut.of(labelled).model_dump(mode="json")
-        return {"webhook_id": signed.webhook_id, **answer}
-
+) -> LabelsWebhookOut:
     delivery = await core.webhooks.deliver_labels(
         signed.caller,
         signed.webhook_id,
         event.to_core(signed.caller.principal),
-        respond,
+        partial(_labels_answer, signed.webhook_id),
         body=signed.body,
     )
     if delivery.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    else:
-        for labelled in stored:
-            metrics.labelled(labelled.event)
-    return LabelsWebhookResponse.model_validate(delivery.response)
+    return LabelsWebhookOut.model_validate(delivery.response)
+
+
+def _labels_answer(webhook_id: str, stored: list[Labelled]) -> dict[str, Any]:
+    return {"webhook_id": webhook_id, **LabelsOut.of(stored).model_dump(mode="json")}

@@ -6,17 +6,18 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from core.access.principal import Principal
-from core.classify import reviews
+from core.classify.stats import Stats, stats
 from core.config import TelegramSettings
 from core.errors import NoActiveModel, PermissionDenied
 from core.models import registry
-from core.store.db import unit_of_work
+from core.store.db import run_store_work, unit_of_work
 from core.store.tables import ActorRole, Invite, ModelVersion, TelegramUser, utcnow
 
 INVITE_CODE_BYTES = 9
@@ -54,17 +55,20 @@ class Member:
 class Overview:
     """A merchant's recent reviews and the model answering them."""
 
-    stats: reviews.Stats
+    stats: Stats
     since: datetime
     model: ModelVersion | None
 
 
 class MerchantService:
+    """The bot's members. The async methods are the bot's, called from its event loop (their
+    store work runs where ``run_store_work`` puts it); ``create_invite`` is the CLI's."""
+
     def __init__(self, engine: Engine, settings: TelegramSettings) -> None:
         self._engine = engine
         self._settings = settings
 
-    def admit(
+    async def admit(
         self, telegram_id: int, *, language: str = "", invite_code: str | None = None
     ) -> Member:
         """The member, admitted by the access mode; PermissionDenied (nothing stored) if not.
@@ -72,13 +76,20 @@ class MerchantService:
         open: everyone. allowlist: the listed ids. invite: whoever joined with an invite code,
         or presents an unused one now (it is then used up). Admins: always.
         """
-        try:
-            return self._admit(telegram_id, language, invite_code)
-        except IntegrityError:
-            # Two updates of a new user raced to add them; the other one did.
-            return self._admit(telegram_id, language, invite_code)
+        return await run_store_work(
+            self._engine, partial(self._admit, telegram_id, language, invite_code)
+        )
 
     def _admit(self, telegram_id: int, language: str, invite_code: str | None) -> Member:
+        try:
+            return self._admit_in_one_transaction(telegram_id, language, invite_code)
+        except IntegrityError:
+            # Two updates of a new user raced to add them; the other one did.
+            return self._admit_in_one_transaction(telegram_id, language, invite_code)
+
+    def _admit_in_one_transaction(
+        self, telegram_id: int, language: str, invite_code: str | None
+    ) -> Member:
         role = ActorRole.ADMIN if telegram_id in self._settings.admins else ActorRole.MERCHANT
         with unit_of_work(self._engine) as session:
             user = session.get(TelegramUser, telegram_id)
@@ -119,15 +130,18 @@ class MerchantService:
             session.flush()
             return invite
 
-    def overview(self, member: Member, *, days: int = 7) -> Overview:
+    async def overview(self, member: Member, *, days: int = 7) -> Overview:
         """The member's reviews of the last ``days`` days and the active model (if any)."""
+        return await run_store_work(self._engine, partial(self._overview, member, days))
+
+    def _overview(self, member: Member, days: int) -> Overview:
         since = utcnow() - timedelta(days=days)
-        stats = reviews.stats(self._engine, tenant=member.tenant, since=since)
+        counts = stats(self._engine, tenant=member.tenant, since=since)
         try:
             model: ModelVersion | None = registry.active(self._engine)
         except NoActiveModel:
             model = None
-        return Overview(stats, since, model)
+        return Overview(counts, since, model)
 
 
 def _use_invite(session: Session, code: str, telegram_id: int) -> str:

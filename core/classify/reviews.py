@@ -1,8 +1,8 @@
-"""Read side of reviews: one review with its history, filtered pages, stats, the review queue."""
+"""Read side of reviews: one review with its history, filtered pages, the review queue (the
+counts are ``core.classify.stats``), and `Reviews`, their async face for the front doors."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session, aliased
 from sqlmodel import col
 
 from core.errors import NotFound
+from core.store.db import StoreService
 from core.store.tables import LabelEvent, LabelKind, Prediction, Review, Source
 from serving.base import Label
 
 _Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
-_P = aliased(Prediction, name="p")
-_L = aliased(LabelEvent, name="l")
+LATEST_P = aliased(Prediction, name="p")
+LATEST_L = aliased(LabelEvent, name="l")
 _newer_p = aliased(Prediction, name="newer_p")
 _newer_l = aliased(LabelEvent, name="newer_l")
 
@@ -67,50 +68,65 @@ class ReviewRecord:
         return self.human is not None and self.human.kind == LabelKind.CORRECTION
 
 
-# Over every review at once (an admin's stats), the latest ids are found for all reviews in one
-# pass and joined instead: 1.2 s on PostgreSQL at 1M predictions, where as many correlated
-# lookups as reviews took 3.2 s.
-_EVERY_LATEST_PREDICTION = (
-    select(col(Prediction.review_id), func.max(col(Prediction.id)).label("id"))
-    .group_by(col(Prediction.review_id))
-    .subquery("latest_prediction")
-)
-_EVERY_LATEST_LABEL = (
-    select(col(LabelEvent.review_id), func.max(col(LabelEvent.id)).label("id"))
-    .where(col(LabelEvent.kind) != LabelKind.IMPORT, col(LabelEvent.revoked_at).is_(None))
-    .group_by(col(LabelEvent.review_id))
-    .subquery("latest_label")
-)
+# Over many reviews at once (an admin's stats, or a day's), the latest ids are found for all
+# of them in one pass and joined instead: 1.2 s on PostgreSQL at 1M predictions, where as many
+# correlated lookups as reviews took 3.2 s. Reviews made since a time have their predictions
+# and labels made since then too, so a pass over those rows alone is enough for them.
+def _latest_predictions(since: datetime | None) -> Any:
+    query = select(col(Prediction.review_id), func.max(col(Prediction.id)).label("id"))
+    if since is not None:
+        query = query.where(col(Prediction.created_at) >= since)
+    return query.group_by(col(Prediction.review_id)).subquery("latest_prediction")
 
 
-def _with_latest_label(query: _Query, *, every_review: bool = False) -> _Query:
-    """Join each review's latest live human label (as ``_L``); ``every_review`` when the query
-    reads all reviews."""
+def _latest_labels(since: datetime | None) -> Any:
+    query = select(col(LabelEvent.review_id), func.max(col(LabelEvent.id)).label("id")).where(
+        col(LabelEvent.kind) != LabelKind.IMPORT, col(LabelEvent.revoked_at).is_(None)
+    )
+    if since is not None:
+        query = query.where(col(LabelEvent.created_at) >= since)
+    return query.group_by(col(LabelEvent.review_id)).subquery("latest_label")
+
+
+def with_latest_label(
+    query: _Query,
+    *,
+    every_review: bool = False,
+    since: datetime | None = None,
+    review_id: Any = None,
+) -> _Query:
+    """Join each review's latest live human label (as ``LATEST_L``): looked up review by review,
+    or, with ``every_review``, for all the reviews (made ``since``, if given) in one pass, on
+    ``review_id`` (default: ``Review.id``)."""
     if not every_review:
-        return query.outerjoin(_L, col(_L.id) == _LATEST_LABEL_ID)
-    latest = _EVERY_LATEST_LABEL
-    return query.outerjoin(latest, latest.c.review_id == col(Review.id)).outerjoin(
-        _L, col(_L.id) == latest.c.id
+        return query.outerjoin(LATEST_L, col(LATEST_L.id) == _LATEST_LABEL_ID)
+    latest = _latest_labels(since)
+    on = col(Review.id) if review_id is None else review_id
+    return query.outerjoin(latest, latest.c.review_id == on).outerjoin(
+        LATEST_L, col(LATEST_L.id) == latest.c.id
     )
 
 
-def _with_latest(query: _Query, *, every_review: bool = False) -> _Query:
-    """Join each review's latest prediction (as ``_P``) and latest live human label (``_L``)."""
+def with_latest(
+    query: _Query, *, every_review: bool = False, since: datetime | None = None
+) -> _Query:
+    """Join each review's latest prediction (as ``LATEST_P``) and latest live human label
+    (``LATEST_L``), as ``with_latest_label`` does."""
     if not every_review:
-        query = query.outerjoin(_P, col(_P.id) == _LATEST_PREDICTION_ID)
+        query = query.outerjoin(LATEST_P, col(LATEST_P.id) == _LATEST_PREDICTION_ID)
     else:
-        latest = _EVERY_LATEST_PREDICTION
+        latest = _latest_predictions(since)
         query = query.outerjoin(latest, latest.c.review_id == col(Review.id)).outerjoin(
-            _P, col(_P.id) == latest.c.id
+            LATEST_P, col(LATEST_P.id) == latest.c.id
         )
-    return _with_latest_label(query, every_review=every_review)
+    return with_latest_label(query, every_review=every_review, since=since)
 
 
-_RECORDS = _with_latest(select(Review, _P, _L).select_from(Review))
+_RECORDS = with_latest(select(Review, LATEST_P, LATEST_L).select_from(Review))
 """Reviews with their latest prediction and label, to filter."""
 
 
-def _scoped(query: _Query, tenant: str | None, merchant_id: str | None) -> _Query:
+def scoped(query: _Query, tenant: str | None, merchant_id: str | None) -> _Query:
     query = query.where(col(Review.source) != Source.DATASET)
     if tenant is not None:
         query = query.where(col(Review.tenant) == tenant)
@@ -165,17 +181,17 @@ def page(
     limit: int = 50,
 ) -> tuple[list[ReviewRecord], int | None]:
     """Newest first; returns the records and the id to continue before (None at the end)."""
-    query = _scoped(_RECORDS, tenant, merchant_id)
+    query = scoped(_RECORDS, tenant, merchant_id)
     if since is not None:
         query = query.where(col(Review.created_at) >= since)
     if before_id is not None:
         query = query.where(col(Review.id) < before_id)
     if label is not None:
-        query = query.where(func.coalesce(_L.label, _P.label) == int(label))
+        query = query.where(func.coalesce(LATEST_L.label, LATEST_P.label) == int(label))
     if corrected is True:
-        query = query.where(col(_L.kind) == LabelKind.CORRECTION)
+        query = query.where(col(LATEST_L.kind) == LabelKind.CORRECTION)
     elif corrected is False:
-        query = query.where(func.coalesce(_L.kind, "") != LabelKind.CORRECTION)
+        query = query.where(func.coalesce(LATEST_L.kind, "") != LabelKind.CORRECTION)
     with Session(engine) as session:
         rows = session.execute(query.order_by(col(Review.id).desc()).limit(limit + 1)).all()
     records = [ReviewRecord(*row) for row in rows[:limit]]
@@ -187,103 +203,44 @@ def least_confident(
     engine: Engine, *, tenant: str, since: datetime | None = None, limit: int = 5
 ) -> list[ReviewRecord]:
     """Recent reviews nobody has labelled yet, least confident prediction first."""
-    query = _scoped(_RECORDS, tenant, None).where(
-        col(_P.confidence).is_not(None), col(_L.id).is_(None)
+    query = scoped(_RECORDS, tenant, None).where(
+        col(LATEST_P.confidence).is_not(None), col(LATEST_L.id).is_(None)
     )
     if since is not None:
         query = query.where(col(Review.created_at) >= since)
     with Session(engine) as session:
         rows = session.execute(
-            query.order_by(col(_P.confidence), col(Review.id).desc()).limit(limit)
+            query.order_by(col(LATEST_P.confidence), col(Review.id).desc()).limit(limit)
         ).all()
     return [ReviewRecord(*row) for row in rows]
 
 
-@dataclass(frozen=True)
-class VersionStats:
-    model_version_id: int | None
-    backend: str
-    predictions: int
-    positive: int
-    corrections: int
-    fallbacks: int
+class Reviews(StoreService):
+    """What front doors read: pages of reviews, the least confident, and the counts."""
 
-    @property
-    def positive_rate(self) -> float | None:
-        return self.positive / self.predictions if self.predictions else None
-
-    @property
-    def correction_rate(self) -> float | None:
-        return self.corrections / self.predictions if self.predictions else None
-
-
-@dataclass(frozen=True)
-class Stats:
-    reviews: int
-    positive: int
-    labelled: int
-    corrections: int
-    by_version: Sequence[VersionStats]
-
-    @property
-    def positive_rate(self) -> float | None:
-        return self.positive / self.reviews if self.reviews else None
-
-    @property
-    def correction_rate(self) -> float | None:
-        return self.corrections / self.reviews if self.reviews else None
-
-
-def stats(
-    engine: Engine,
-    *,
-    tenant: str | None = None,
-    merchant_id: str | None = None,
-    since: datetime | None = None,
-) -> Stats:
-    """Counts over reviews (by their current label), and per model version over its predictions.
-
-    A correction counts once per review: when the review's latest human label corrects it.
-    """
-    is_correction = col(_L.kind) == LabelKind.CORRECTION
-    current = func.coalesce(col(_L.label), col(_P.label))
-    every_review = tenant is None and merchant_id is None
-    totals = _scoped(
-        _with_latest(
-            select(
-                func.count(col(Review.id)),
-                func.count().filter(current == int(Label.POSITIVE)),
-                func.count(col(_L.id)),
-                func.count().filter(is_correction),
-            ).select_from(Review),
-            every_review=every_review,
-        ),
-        tenant,
-        merchant_id,
-    )
-    per_version = _scoped(
-        _with_latest_label(
-            select(
-                col(Prediction.model_version_id),
-                col(Prediction.backend),
-                func.count(col(Prediction.id)),
-                func.count().filter(col(Prediction.label) == int(Label.POSITIVE)),
-                func.count().filter(is_correction, col(_L.prediction_id) == col(Prediction.id)),
-                func.count().filter(col(Prediction.fallback)),
-            )
-            .select_from(Prediction)
-            .join(Review, col(Review.id) == col(Prediction.review_id)),
-            every_review=every_review,
+    async def page(
+        self,
+        *,
+        tenant: str | None = None,
+        merchant_id: str | None = None,
+        label: Label | None = None,
+        corrected: bool | None = None,
+        since: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[ReviewRecord], int | None]:
+        return await self._run(
+            page,
+            tenant=tenant,
+            merchant_id=merchant_id,
+            label=label,
+            corrected=corrected,
+            since=since,
+            before_id=before_id,
+            limit=limit,
         )
-        .group_by(col(Prediction.model_version_id), col(Prediction.backend))
-        .order_by(col(Prediction.model_version_id)),
-        tenant,
-        merchant_id,
-    )
-    if since is not None:
-        totals = totals.where(col(Review.created_at) >= since)
-        per_version = per_version.where(col(Prediction.created_at) >= since)
-    with Session(engine) as session:
-        reviews, positive, labelled, corrections = session.execute(totals).one()
-        versions = [VersionStats(*row) for row in session.execute(per_version).all()]
-    return Stats(reviews, positive, labelled, corrections, versions)
+
+    async def least_confident(
+        self, *, tenant: str, since: datetime | None = None, limit: int = 5
+    ) -> list[ReviewRecord]:
+        return await self._run(least_confident, tenant=tenant, since=since, limit=limit)

@@ -26,10 +26,11 @@ from core.classify import recording
 from core.classify.coalescing import Coalescer
 from core.config import ServingSettings
 from core.errors import BackendUnavailable, Conflict, InvalidInput, StoreUnavailable
+from core.events import Events
 from core.models import registry
 from core.models.views import TenantViews
 from core.store.db import STORE_OUTAGES, run_store_work, unit_of_work
-from core.store.tables import ModelStatus, ModelVersion, Source, TenantView
+from core.store.tables import ModelStatus, ModelVersion, Source, TenantView, saved_id
 from serving.base import BackendError, Classifier, Verdict
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,14 @@ class Classified:
     version it stands in front of)."""
 
 
+@dataclass(frozen=True)
+class ReviewsClassified:
+    """Published once a request's reviews and predictions are stored."""
+
+    results: list[Classified]
+    source: Source
+
+
 StoreHook = Callable[[Session, list[Classified]], None]
 """Runs inside the transaction that stores a request's reviews, once they are inserted."""
 
@@ -83,10 +92,16 @@ class _Job:
 
 
 @dataclass(frozen=True)
-class _Run:
+class _Served:
+    verdict: Verdict
     version: ModelVersion
-    verdicts: list[Verdict]
     fallback: bool
+
+
+@dataclass(frozen=True)
+class _Run:
+    served: list[_Served]
+    """One per text: a text the first backend declined was answered further down the chain."""
     latency_ms: float
     view_id: int | None = None
 
@@ -117,8 +132,10 @@ class ClassificationService:
         backends: VersionLoader,
         settings: ServingSettings,
         views: TenantViews | None = None,
+        events: Events | None = None,
     ) -> None:
         self._engine = engine
+        self._events = events or Events()
         self._views = views
         self._backends = backends
         self._settings = settings
@@ -150,18 +167,21 @@ class ClassificationService:
         texts = [
             clean_text(item.text, i, self._settings.max_text_chars) for i, item in enumerate(items)
         ]
-        return await self._coalescer.submit(_Job(items, texts, source, tenant, on_stored))
+        results = await self._coalescer.submit(_Job(items, texts, source, tenant, on_stored))
+        self._events.publish(ReviewsClassified(results, source))
+        return results
 
-    def ready(self) -> ModelVersion:
-        """The version that would answer now (the first of the chain that loads)."""
+    async def ready(self) -> ModelVersion:
+        """The version that would answer now: the first of the chain that loads and whose
+        backend says it can answer (a lost vLLM adapter is loaded again on the way)."""
         try:
-            chain = self.chain()
+            chain = await run_store_work(self._engine, self.chain)
         except SQLAlchemyError as error:
             raise StoreUnavailable(f"the store cannot be reached: {type(error).__name__}") from None
         failures = []
         for version in chain:
             try:
-                self._backends.for_version(version)
+                await self._backends.for_version(version).probe()
             except (BackendError, OSError, ValueError) as error:
                 failures.append(f"{version.backend} (version {version.id}): {error}")
                 continue
@@ -199,34 +219,53 @@ class ClassificationService:
     async def _run_chain(
         self, texts: list[str], chain: list[ModelVersion], view: TenantView | None = None
     ) -> _Run:
-        failures = []
+        started = time.perf_counter()
         if view is not None:
-            started = time.perf_counter()
             try:
-                verdicts = await self._backends.for_view(view).classify(texts)
+                answers = await self._backends.for_view(view).classify(texts)
             except (BackendError, OSError, ValueError) as error:
                 log.warning("the view of tenant %s failed: %s", view.tenant, error)
                 self.backend_errors["local"] += 1
             else:
-                if len(verdicts) == len(texts):
-                    elapsed = (time.perf_counter() - started) * 1000
-                    return _Run(chain[0], verdicts, False, elapsed, view.id)
-        for position, version in enumerate(chain):
-            started = time.perf_counter()
+                if len(answers) == len(texts) and all(isinstance(a, Verdict) for a in answers):
+                    served = [
+                        _Served(a, chain[0], False) for a in answers if isinstance(a, Verdict)
+                    ]
+                    return _Run(served, (time.perf_counter() - started) * 1000, view.id)
+        served = await self._answer(texts, chain, first=0)
+        return _Run(served, (time.perf_counter() - started) * 1000)
+
+    async def _answer(
+        self, texts: list[str], chain: list[ModelVersion], first: int
+    ) -> list[_Served]:
+        """Each text's verdict from the first version of ``chain[first:]`` that answers; a text
+        a backend declines (a content filter) goes on down the chain alone."""
+        failures = []
+        for position in range(first, len(chain)):
+            version = chain[position]
             try:
-                classifier = self._backends.for_version(version)
-                verdicts = await classifier.classify(texts)
+                answers = await self._backends.for_version(version).classify(texts)
             except (BackendError, OSError, ValueError) as error:
                 log.warning("model version %s failed: %s", version.id, error)
                 self.backend_errors[version.backend] += 1
                 failures.append(f"{version.backend} (version {version.id}): {error}")
                 continue
-            if len(verdicts) != len(texts):
+            if len(answers) != len(texts):
                 failures.append(
-                    f"{version.backend}: answered {len(verdicts)} of {len(texts)} reviews"
+                    f"{version.backend}: answered {len(answers)} of {len(texts)} reviews"
                 )
                 continue
-            return _Run(version, verdicts, position > 0, (time.perf_counter() - started) * 1000)
+            served = [
+                _Served(a, version, position > 0) if isinstance(a, Verdict) else None
+                for a in answers
+            ]
+            declined = [i for i, one in enumerate(served) if one is None]
+            if declined:
+                log.info("model version %s declined %d review(s)", version.id, len(declined))
+                rest = await self._answer([texts[i] for i in declined], chain, position + 1)
+                for i, one in zip(declined, rest, strict=True):
+                    served[i] = replace(one, fallback=True)
+            return [one for one in served if one is not None]
         raise BackendUnavailable("no model could classify the reviews: " + "; ".join(failures))
 
     async def _classify_jobs(self, jobs: list[_Job]) -> list[list[Classified] | BaseException]:
@@ -268,7 +307,7 @@ class ClassificationService:
         for job in jobs:
             end = start + len(job.texts)
             share_ms = run.latency_ms * len(job.texts) / len(texts)
-            runs.append(replace(run, verdicts=run.verdicts[start:end], latency_ms=share_ms))
+            runs.append(replace(run, served=run.served[start:end], latency_ms=share_ms))
             start = end
         return runs
 
@@ -317,33 +356,32 @@ class ClassificationService:
                         text,
                         job.source,
                         job.tenant,
-                        verdict,
-                        run.version,
-                        run.fallback,
-                        run.latency_ms / len(run.verdicts),
+                        one.verdict,
+                        one.version,
+                        one.fallback,
+                        run.latency_ms / len(run.served),
                         run.view_id,
                     )
                     for job, run in jobs
-                    for item, text, verdict in zip(job.items, job.texts, run.verdicts, strict=True)
+                    for item, text, one in zip(job.items, job.texts, run.served, strict=True)
                 ],
             )
         )
         stored = []
         for job, run in jobs:
-            assert run.version.id is not None
             results = [
                 Classified(
                     review_id=review_id,
                     prediction_id=prediction_id,
                     text=text,
-                    verdict=verdict,
-                    model_version_id=run.version.id,
-                    backend=run.version.backend,
-                    fallback=run.fallback,
+                    verdict=one.verdict,
+                    model_version_id=saved_id(one.version),
+                    backend=one.version.backend,
+                    fallback=one.fallback,
                     tenant_view_id=run.view_id,
                 )
-                for (review_id, prediction_id), text, verdict in zip(
-                    islice(ids, len(job.texts)), job.texts, run.verdicts, strict=True
+                for (review_id, prediction_id), text, one in zip(
+                    islice(ids, len(job.texts)), job.texts, run.served, strict=True
                 )
             ]
             if job.on_stored is not None:

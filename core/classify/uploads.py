@@ -1,11 +1,12 @@
-"""Classify an uploaded file of reviews (CSV or TXT) and write the results as a CSV.
+"""Classify an uploaded file of reviews (CSV, TXT or Excel .xlsx) and write the results: an
+.xlsx file for an .xlsx upload, a CSV for the others.
 
 The file is checked whole before anything is stored: a wrong type, a file too big, an
 undecodable one or one without a usable review raises an AppError and nothing is stored.
 
 Then it is classified in chunks, one transaction each (``ClassificationService.classify``).
 A failure part-way leaves the chunks before it stored, but never a file that looks done: the
-results CSV exists only once every chunk has succeeded, and the caller shows the error instead.
+results file exists only once every chunk has succeeded, and the caller shows the error instead.
 The chunks already stored are real predictions of real reviews, and each review's external id
 is the file's sha256 and its row, so sending the same file again reuses those reviews instead
 of counting them twice.
@@ -17,9 +18,11 @@ import csv
 import hashlib
 import io
 import re
+import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Any
 
 from core.classify.service import ClassificationService, Classified, ReviewInput, clean_text
 from core.errors import DataError, InvalidInput
@@ -27,8 +30,16 @@ from core.models.dataset import decode
 from core.store.tables import Source
 from serving.base import Label
 
-SUFFIXES = (".csv", ".txt")
-MIME_TYPES = {"text/csv": ".csv", "text/comma-separated-values": ".csv", "text/plain": ".txt"}
+XLSX = ".xlsx"
+SUFFIXES = (".csv", ".txt", XLSX)
+MIME_TYPES = {
+    "text/csv": ".csv",
+    "text/comma-separated-values": ".csv",
+    "text/plain": ".txt",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": XLSX,
+}
+XLSX_MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+"""An .xlsx is a zip: one that would unpack to more than this is refused as too big."""
 REVIEW_COLUMNS = ("review", "评论", "评价")
 REVIEW_HINTS = ("review", "comment", "text", "content", "评论", "评价", "内容")
 _HEADER_CELL = re.compile(r"[A-Za-z_][A-Za-z0-9_ .-]{0,31}")
@@ -45,6 +56,7 @@ class ParsedFile:
     skipped: list[int]
     """Row numbers of rows without a usable review (empty, too long, binary)."""
     encoding: str
+    """The text encoding, or ``xlsx`` for a workbook."""
 
 
 @dataclass
@@ -53,6 +65,8 @@ class BatchReport:
     encoding: str
     results: list[Classified] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    suffix: str = ".csv"
+    """The upload's kind: an .xlsx gets its results as an .xlsx, the others as a CSV."""
 
     @property
     def positive(self) -> int:
@@ -73,7 +87,12 @@ class BatchReport:
 
     @property
     def results_name(self) -> str:
-        return f"{PurePath(self.filename).stem or 'reviews'}_results.csv"
+        extension = "xlsx" if self.suffix == XLSX else "csv"
+        return f"{PurePath(self.filename).stem or 'reviews'}_results.{extension}"
+
+    def results_file(self) -> bytes:
+        """The content of ``results_name``."""
+        return self.results_xlsx() if self.suffix == XLSX else self.results_csv()
 
     def results_csv(self) -> bytes:
         """review, label, label_zh, confidence; UTF-8 with a BOM so that Excel reads it."""
@@ -85,6 +104,24 @@ class BatchReport:
             label = r.verdict.label
             writer.writerow([r.text, label.api_name, label.zh, confidence])
         return out.getvalue().encode("utf-8-sig")
+
+    def results_xlsx(self) -> bytes:
+        """The same columns in a workbook (sheet ``results``; the confidence a number). Every
+        review is a text cell, also one that starts with ``=`` (never a formula)."""
+        from openpyxl import Workbook  # type: ignore[import-untyped]
+        from openpyxl.cell import WriteOnlyCell  # type: ignore[import-untyped]
+
+        workbook = Workbook(write_only=True)
+        sheet = workbook.create_sheet("results")
+        sheet.append(RESULT_COLUMNS)
+        for r in self.results:
+            review = WriteOnlyCell(sheet, value=r.text)
+            review.data_type = "s"
+            label = r.verdict.label
+            sheet.append([review, label.api_name, label.zh, r.verdict.confidence])
+        out = io.BytesIO()
+        workbook.save(out)
+        return out.getvalue()
 
 
 class BatchService:
@@ -122,7 +159,7 @@ class BatchService:
         self._check_size(len(content))
         parsed = parse_reviews(content, suffix, self._max_text_chars)
         digest = hashlib.sha256(content).hexdigest()[:16]
-        report = BatchReport(filename, parsed.encoding, skipped=parsed.skipped)
+        report = BatchReport(filename, parsed.encoding, skipped=parsed.skipped, suffix=suffix)
         total = len(parsed.rows)
         if on_progress is not None:
             await on_progress(0, total)
@@ -140,7 +177,7 @@ class BatchService:
         suffix = PurePath(filename).suffix.lower() or MIME_TYPES.get(mime_type or "", "")
         if suffix not in SUFFIXES:
             raise InvalidInput(
-                f"{filename or 'the file'} is not a CSV or TXT file", code="file_type"
+                f"{filename or 'the file'} is not a CSV, TXT or XLSX file", code="file_type"
             )
         if size is not None:
             self._check_size(size)
@@ -155,20 +192,26 @@ class BatchService:
 
 
 def parse_reviews(content: bytes, suffix: str, max_text_chars: int) -> ParsedFile:
-    """The reviews of a file: a CSV's ``review`` column (or 评论/评价, or else a column whose name
-    says review, comment, text or content), else its first column; a TXT file's lines.
-    UTF-8 (with or without BOM) or GBK.
+    """The reviews of a file: a table's ``review`` column (or 评论/评价, or else a column whose
+    name says review, comment, text or content), else its first column; a TXT file's lines.
+    A table is a CSV (UTF-8 with or without BOM, or GBK) or the first sheet of an .xlsx.
 
-    A CSV's first row is a header when it names a review column or when every cell is a short
+    A table's first row is a header when it names a review column or when every cell is a short
     ASCII name (``text,stars``); otherwise it is a review too.
     """
     if not content.strip():
         raise InvalidInput("the file is empty", code="file_no_reviews")
-    try:
-        text, encoding = decode(content)
-    except DataError as error:
-        raise InvalidInput(error.message, code="file_undecodable") from error
-    cells = _csv_column(text) if suffix == ".csv" else list(enumerate(text.splitlines(), 1))
+    if suffix == XLSX:
+        cells, encoding = _review_column(_xlsx_table(content)), "xlsx"
+    else:
+        try:
+            text, encoding = decode(content)
+        except DataError as error:
+            raise InvalidInput(error.message, code="file_undecodable") from error
+        if suffix == ".csv":
+            cells = _review_column(_csv_table(text))
+        else:
+            cells = list(enumerate(text.splitlines(), 1))
     rows, skipped = [], []
     for row, raw in cells:
         try:
@@ -180,11 +223,55 @@ def parse_reviews(content: bytes, suffix: str, max_text_chars: int) -> ParsedFil
     return ParsedFile(rows, skipped, encoding)
 
 
-def _csv_column(text: str) -> list[tuple[int, str]]:
+def _csv_table(text: str) -> list[list[str]]:
     try:
-        table = list(csv.reader(io.StringIO(text)))
+        return list(csv.reader(io.StringIO(text)))
     except csv.Error as error:
         raise InvalidInput(f"not a readable CSV: {error}", code="file_unreadable") from error
+
+
+def _xlsx_table(content: bytes) -> list[list[str]]:
+    """The first sheet's rows (row 1 first, empty rows kept so that numbers match Excel's),
+    each cell as text (empty for an empty cell; a formula as its last computed value)."""
+    from openpyxl import load_workbook
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except zipfile.BadZipFile as error:
+        raise InvalidInput(f"not a readable XLSX: {error}", code="file_unreadable") from error
+    if unpacked > XLSX_MAX_UNPACKED_BYTES:
+        raise InvalidInput(
+            f"the workbook unpacks to {unpacked:,} bytes; at most "
+            f"{XLSX_MAX_UNPACKED_BYTES:,} are accepted",
+            code="file_too_big",
+        )
+    try:
+        workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        try:
+            sheet = workbook.worksheets[0]
+            sheet.reset_dimensions()  # some writers record a wrong used range
+            return [
+                [_cell_text(value) for value in row]
+                for row in sheet.iter_rows(min_row=1, values_only=True)
+            ]
+        finally:
+            workbook.close()
+    except Exception as error:  # openpyxl raises many kinds for a broken workbook
+        raise InvalidInput(
+            f"not a readable XLSX: {type(error).__name__}: {error}", code="file_unreadable"
+        ) from error
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _review_column(table: list[list[str]]) -> list[tuple[int, str]]:
     if not table:
         return []
     names = [cell.strip().lower() for cell in table[0]]

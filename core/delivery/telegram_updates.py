@@ -1,4 +1,5 @@
-"""Telegram updates taken for processing (webhook mode), one row per ``update_id``.
+"""Telegram updates taken for processing, one row per ``update_id``: every update in webhook
+mode, and in polling mode the ones waiting in a chat's line (``bot.throttle.StoredBacklog``).
 
 Telegram retries a delivery it got no 2xx for, and behind a load balancer each retry may reach
 another API replica. Each replica claims the update with an insert that stores its JSON; the
@@ -18,13 +19,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, delete, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from core.store.db import unit_of_work
+from core.store.db import run_store_work, unit_of_work
 from core.store.tables import TelegramUpdate, utcnow
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ class Stalled:
 
 
 class TelegramUpdates:
+    """The claims of one process. The async methods are the webhook's, called from the event
+    loop (their store work runs where ``run_store_work`` puts it)."""
+
     def __init__(
         self,
         engine: Engine,
@@ -59,10 +64,13 @@ class TelegramUpdates:
         self._claims = 0
         self._lock = threading.Lock()
 
-    def claim(self, update_id: int, payload: str) -> bool:
+    async def claim(self, update_id: int, payload: str) -> bool:
         """True if this call took the update, stored with ``payload`` (its JSON) and committed
         when this returns; False if it had been taken already, here or by another process on the
         same database."""
+        return await run_store_work(self._engine, partial(self._claim, update_id, payload))
+
+    def _claim(self, update_id: int, payload: str) -> bool:
         try:
             with unit_of_work(self._engine) as session:
                 session.add(
@@ -89,19 +97,24 @@ class TelegramUpdates:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    def handled(self, update_id: int) -> None:
+    async def handled(self, update_id: int) -> None:
         """The update's handler is done (also when it failed): never take it again."""
-        self._change(update_id, {"handled_at": self._clock()})
+        values = {"handled_at": self._clock()}
+        await run_store_work(self._engine, partial(self._change, update_id, values))
 
-    def touch(self, update_id: int) -> None:
+    async def touch(self, update_id: int) -> None:
         """The update is still being handled: not stalled for another ``stall`` from now."""
-        self._change(update_id, {"received_at": self._clock()})
+        values = {"received_at": self._clock()}
+        await run_store_work(self._engine, partial(self._change, update_id, values))
 
-    def take_stalled(self, stall: timedelta, max_attempts: int) -> list[Stalled]:
+    async def take_stalled(self, stall: timedelta, max_attempts: int) -> list[Stalled]:
         """Take again each update that was neither handled nor touched for ``stall``: those
         that this call won (of several processes sweeping at once, one wins each). One already
         taken ``max_attempts`` times is given up instead: marked handled, and logged (one
         without a payload, taken by a version before migration 0010, silently)."""
+        return await run_store_work(self._engine, partial(self._take_stalled, stall, max_attempts))
+
+    def _take_stalled(self, stall: timedelta, max_attempts: int) -> list[Stalled]:
         now = self._clock()
         cutoff = now - stall
         with Session(self._engine) as session:

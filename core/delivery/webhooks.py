@@ -30,9 +30,10 @@ from core.errors import Conflict, InvalidInput
 from core.labels.feedback import FeedbackService, LabelInput, Labelled
 from core.store.tables import Source, WebhookDelivery
 
-Respond = Callable[[list[Classified]], dict[str, Any]]
-"""Turns the stored results into the response to remember (a JSON object)."""
-RespondLabels = Callable[[list[Labelled]], dict[str, Any]]
+Answer = Callable[[list[Classified]], dict[str, Any]]
+"""The front door's answer to a delivery, from its stored results (a JSON object); it is stored
+in the same transaction, and a retried delivery gets it back word for word."""
+LabelsAnswer = Callable[[list[Labelled]], dict[str, Any]]
 """The same for stored labels."""
 
 IDEMPOTENCY_CONFLICT = "idempotency_conflict"
@@ -66,7 +67,7 @@ class WebhookService:
         caller: Caller,
         webhook_id: str,
         items: Sequence[ReviewInput],
-        respond: Respond,
+        answer: Answer,
         *,
         body: bytes,
     ) -> Delivery:
@@ -78,14 +79,14 @@ class WebhookService:
                 items, source=Source.WEBHOOK, tenant=caller.name, on_stored=remember
             )
 
-        return await self._once(caller, webhook_id, body, respond, store)
+        return await self._once(caller, webhook_id, body, answer, store)
 
     async def deliver_labels(
         self,
         caller: Caller,
         webhook_id: str,
         labels: Sequence[LabelInput],
-        respond: RespondLabels,
+        answer: LabelsAnswer,
         *,
         body: bytes,
     ) -> Delivery:
@@ -94,8 +95,7 @@ class WebhookService:
         admins' labels)."""
 
         async def store(remember: _Remember[Labelled]) -> None:
-            await asyncio.to_thread(
-                self._feedback.record_many,
+            await self._feedback.record_many(
                 labels,
                 channel=Source.WEBHOOK,
                 tenant=caller.principal.scope,
@@ -103,14 +103,14 @@ class WebhookService:
                 on_stored=remember,
             )
 
-        return await self._once(caller, webhook_id, body, respond, store)
+        return await self._once(caller, webhook_id, body, answer, store)
 
     async def _once(
         self,
         caller: Caller,
         webhook_id: str,
         body: bytes,
-        respond: Callable[[list[_Result]], dict[str, Any]],
+        answer_of: Callable[[list[_Result]], dict[str, Any]],
         store: Callable[[_Remember[_Result]], Awaitable[None]],
     ) -> Delivery:
         """Run ``store`` unless this delivery was stored before: then replay its response (or
@@ -126,7 +126,7 @@ class WebhookService:
         def remember(session: Session, results: list[_Result]) -> None:
             """Store the response in the session's transaction (and keep it in ``response``);
             a delivery already stored under this id raises ``_AlreadyDelivered``."""
-            answer = respond(results)
+            answer = answer_of(results)
             response.clear()
             response.update(answer)
             session.add(

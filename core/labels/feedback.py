@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
@@ -13,9 +14,10 @@ from sqlmodel import Session, col, select
 from core.classify import reviews
 from core.config import RetrainSettings
 from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from core.events import Events
 from core.labels.fates import fates_of_texts, trained_upto
 from core.labels.rules import Fate
-from core.store.db import unit_of_work
+from core.store.db import run_store_work, unit_of_work
 from core.store.tables import (
     Actor,
     ActorRole,
@@ -66,12 +68,32 @@ class LabelledReview:
     """Each label with what became of it; ``None`` for a revoked label."""
 
 
+@dataclass(frozen=True)
+class LabelsRecorded:
+    """Published once human labels are stored (each carries its channel)."""
+
+    events: list[LabelEvent]
+
+
+@dataclass(frozen=True)
+class LabelRevoked:
+    """Published once a human label is revoked."""
+
+    event: LabelEvent
+
+
 class FeedbackService:
-    def __init__(self, engine: Engine, rules: RetrainSettings | None = None) -> None:
+    """Human labels. The async methods are the front doors', called from their event loops
+    (their store work runs where ``run_store_work`` puts it)."""
+
+    def __init__(
+        self, engine: Engine, rules: RetrainSettings | None = None, events: Events | None = None
+    ) -> None:
         self._engine = engine
         self._rules = rules or RetrainSettings()
+        self._events = events or Events()
 
-    def record(
+    async def record(
         self,
         review_id: int,
         label: Label,
@@ -89,16 +111,21 @@ class FeedbackService:
         the latest counts. ``role`` is what the front door knows of the actor (admins' labels
         join the shared model at once).
         """
-        (labelled,) = self._record(
-            [LabelInput(review_id, label, actor, prediction_id)],
-            channel=channel,
-            tenant=tenant,
-            role=role,
-            numbered=False,
+        (labelled,) = await run_store_work(
+            self._engine,
+            partial(
+                self._record,
+                [LabelInput(review_id, label, actor, prediction_id)],
+                channel=channel,
+                tenant=tenant,
+                role=role,
+                numbered=False,
+            ),
         )
+        self._events.publish(LabelsRecorded([labelled.event]))
         return labelled
 
-    def record_many(
+    async def record_many(
         self,
         labels: Sequence[LabelInput],
         *,
@@ -110,9 +137,20 @@ class FeedbackService:
         """Append many labels in one transaction: all are stored, or none (the error names the
         first one that could not be, as ``labels[i]``). ``on_stored`` runs in that transaction,
         after them."""
-        return self._record(
-            labels, channel=channel, tenant=tenant, role=role, on_stored=on_stored, numbered=True
+        stored = await run_store_work(
+            self._engine,
+            partial(
+                self._record,
+                labels,
+                channel=channel,
+                tenant=tenant,
+                role=role,
+                on_stored=on_stored,
+                numbered=True,
+            ),
         )
+        self._events.publish(LabelsRecorded([labelled.event for labelled in stored]))
+        return stored
 
     def _record(
         self,
@@ -168,9 +206,12 @@ class FeedbackService:
                 raise NotFound(f"review {review_id} does not exist")
             return self._fates_of(session, review)
 
-    def review(self, review_id: int, *, tenant: str | None = None) -> LabelledReview:
+    async def review(self, review_id: int, *, tenant: str | None = None) -> LabelledReview:
         """One review (NotFound outside ``tenant``) with its labels and their fates, read in
         one session."""
+        return await run_store_work(self._engine, partial(self._review, review_id, tenant))
+
+    def _review(self, review_id: int, tenant: str | None) -> LabelledReview:
         with Session(self._engine) as session:
             record = reviews.get_in(session, review_id, tenant=tenant)
             history = reviews.history_in(session, review_id)
@@ -187,7 +228,7 @@ class FeedbackService:
         upto = trained_upto(session, review.tenant)
         return {saved_id(e): Labelled(e, fates[saved_id(e)], saved_id(e) <= upto) for e in events}
 
-    def revoke(
+    async def revoke(
         self,
         label_event_id: int,
         *,
@@ -197,6 +238,19 @@ class FeedbackService:
     ) -> LabelEvent:
         """Mark a human label as revoked. ``actor``/``tenant`` restrict who may; ``within``
         limits how long after the label it may be undone."""
+        event = await run_store_work(
+            self._engine, partial(self._revoke, label_event_id, actor, tenant, within)
+        )
+        self._events.publish(LabelRevoked(event))
+        return event
+
+    def _revoke(
+        self,
+        label_event_id: int,
+        actor: str | None,
+        tenant: str | None,
+        within: timedelta | None,
+    ) -> LabelEvent:
         with unit_of_work(self._engine) as session:
             event = session.get(LabelEvent, label_event_id, with_for_update=True)
             if event is None or event.kind == LabelKind.IMPORT:

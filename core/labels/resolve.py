@@ -1,6 +1,6 @@
 """What each model trains on: the shared model, and each labelling tenant's own view.
 
-The rules, text by text, are ``core.label_rules``; this module reads every label in the store
+The rules, text by text, are ``core.labels.rules``; this module reads every label in the store
 once and applies them:
 
 1. Per principal (a tenant, or the admins), the latest live label of a text counts; earlier
@@ -16,10 +16,14 @@ once and applies them:
    alone (a correction-only stream is nearly all one class; counting what the labeller saw and
    accepted keeps the classes as they come).
 5. Texts of the frozen holdout never enter any training set.
+
+Past 300 lines: one pass over the store applies all five, and splitting the pass would spread
+one set of rules over several modules.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import Counter, defaultdict
@@ -28,16 +32,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import Engine, delete, exists, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from core.config import RetrainSettings
 from core.labels.rules import ADMINS, FateStatus, Vote, judge, reference
-from core.store.db import unit_of_work
+from core.store.db import StoreService, unit_of_work
 from core.store.tables import (
     Actor,
     ActorRole,
+    LabelConflict,
     LabelEvent,
     LabelKind,
     Labeller,
@@ -116,7 +121,7 @@ def training_set(engine: Engine, rules: RetrainSettings | None = None) -> Resolu
     trust = {t: figures.trust for t, figures in labellers.items()}
 
     shared_human: dict[str, Label] = {}
-    conflicts: list[dict[str, Any]] = []
+    conflicts: dict[str, dict[str, Any]] = {}
     fates: Counter[str] = Counter()
     own: dict[str, dict[str, Label]] = defaultdict(dict)
     for key, text_votes in votes.items():
@@ -131,7 +136,7 @@ def training_set(engine: Engine, rules: RetrainSettings | None = None) -> Resolu
         if judgement.shared is not None:
             shared_human[key] = judgement.shared
         if judgement.conflict:
-            conflicts.append(_conflict(texts[key], text_votes, train.get(key)))
+            conflicts[key] = _conflict(texts[key], text_votes, train.get(key))
         for vote in text_votes:
             fate = judgement.fates[vote.event_id]
             fates[fate.status] += 1
@@ -151,13 +156,13 @@ def training_set(engine: Engine, rules: RetrainSettings | None = None) -> Resolu
     shared = train | shared_human
     keys = sorted(shared)
     views = _views(engine, own, humans, shared, holdout, texts, rules)
-    _save_labellers(engine, labellers)
+    _save_findings(engine, labellers, conflicts)
     return Resolution(
         texts=[texts.get(k) or dataset_texts[k] for k in keys],
         labels=[shared[k] for k in keys],
         human=len(shared_human),
         excluded_holdout=len(holdout),
-        conflicts=conflicts,
+        conflicts=list(conflicts.values()),
         views=views,
         labellers=labellers,
         fates=fates,
@@ -349,25 +354,46 @@ def _conflict(text: str, votes: list[Vote], dataset: Label | None) -> dict[str, 
     }
 
 
-def _save_labellers(engine: Engine, labellers: dict[str, Labeller]) -> None:
+def _save_findings(
+    engine: Engine, labellers: dict[str, Labeller], conflicts: dict[str, dict[str, Any]]
+) -> None:
+    """Store the labellers' figures and the conflicts, in one transaction, for readers that must
+    not resolve every label themselves (the operator page)."""
+    now = utcnow()
+    with unit_of_work(engine) as session:
+        _save_labellers(session, labellers, now)
+        session.execute(delete(LabelConflict))
+        rows = [
+            {
+                "text_hash": key,
+                "text": conflict["text"],
+                "votes": conflict["votes"],
+                "voices": len(conflict["votes"]),
+                "found_at": now,
+            }
+            for key, conflict in conflicts.items()
+        ]
+        for start in range(0, len(rows), 1000):
+            session.execute(insert(LabelConflict), rows[start : start + 1000])
+
+
+def _save_labellers(session: Session, labellers: dict[str, Labeller], now: datetime) -> None:
     if not labellers:
         return
-    now = utcnow()
     rows = [
         figures.model_dump() | {"trust": round(figures.trust, 4), "updated_at": now}
         for figures in labellers.values()
     ]
-    with unit_of_work(engine) as session:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        for start in range(0, len(rows), 1000):
-            statement = insert(Labeller).values(rows[start : start + 1000])
-            session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["tenant"],
-                    set_={name: statement.excluded[name] for name in rows[0] if name != "tenant"},
-                )
+    dialect = session.get_bind().dialect.name
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for start in range(0, len(rows), 1000):
+        statement = upsert(Labeller).values(rows[start : start + 1000])
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["tenant"],
+                set_={name: statement.excluded[name] for name in rows[0] if name != "tenant"},
             )
+        )
 
 
 def _hash(examples: Iterable[tuple[str, Label]]) -> str:
@@ -375,3 +401,16 @@ def _hash(examples: Iterable[tuple[str, Label]]) -> str:
     for text, label in examples:
         digest.update(json.dumps([text, int(label)], ensure_ascii=False).encode())
     return digest.hexdigest()
+
+
+class Resolver(StoreService):
+    """Label resolution for the loop and the operator: every label in the store, resolved."""
+
+    def __init__(self, engine: Engine, rules: RetrainSettings) -> None:
+        super().__init__(engine)
+        self._rules = rules
+
+    async def resolve(self) -> Resolution:
+        """``training_set`` under the settings' rules, in a worker thread (it reads every
+        label in the store)."""
+        return await asyncio.to_thread(training_set, self._engine, self._rules)

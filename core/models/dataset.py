@@ -1,11 +1,12 @@
 """The dataset pipeline: waimai_10k.csv → canonical split → chat JSONL → the store.
 
-One module, just past 300 lines: each refusal (encoding, columns, labels, checksum) sits next to
-the step it guards.
+Past 300 lines: each refusal (encoding, columns, labels, checksum) sits next to the step it
+guards, and `Dataset` at the end is the pipeline's async face.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -22,7 +23,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from core.errors import DataError
-from core.store.db import unit_of_work
+from core.store.db import StoreService, unit_of_work
 from core.store.tables import LabelEvent, LabelKind, Review, Source, Split, saved_id
 from core.store.texts import text_hash
 from serving.base import Label
@@ -197,6 +198,15 @@ def write_jsonl(path: Path, rows: Iterable[tuple[str, Label]]) -> str:
     return digest.hexdigest()
 
 
+STEPS = (
+    "reading the dataset",
+    "checking and splitting",
+    "writing train.jsonl and test.jsonl",
+    "importing into the store",
+)
+"""What ``prepare`` reports to ``on_step``, in order."""
+
+
 def prepare(
     engine: Engine,
     source: str | None,
@@ -210,9 +220,9 @@ def prepare(
     Everything is checked before anything is written; each file is replaced atomically and
     the import is one transaction.
     """
-    on_step("reading the dataset")
+    on_step(STEPS[0])
     raw = fetch(source, timeout_s)
-    on_step("checking and splitting")
+    on_step(STEPS[1])
     text, encoding = decode(raw.content)
     train, test = split(parse(text))
     train_rows, train_empty = usable_rows(train)
@@ -231,11 +241,11 @@ def prepare(
         skipped_empty=sorted(train_empty + test_empty),
     )
     _refuse_another_dataset(engine, train_rows + test_rows)
-    on_step("writing train.jsonl and test.jsonl")
+    on_step(STEPS[2])
     for name, rows in (("train", train_rows), ("test", test_rows)):
         path = out_dir / f"{name}.jsonl"
         report.files[str(path)] = write_jsonl(path, ((r, label) for _, r, label in rows))
-    on_step("importing into the store")
+    on_step(STEPS[3])
     with unit_of_work(engine) as session:
         report.imported = _import(
             session, [(Split.TRAIN, r) for r in train_rows] + [(Split.TEST, r) for r in test_rows]
@@ -309,3 +319,24 @@ def load_split(engine: Engine, part: Split) -> tuple[list[str], list[Label]]:
             f"the {part.value} split is not in the store yet: run `waimai data prepare`"
         )
     return [text for text, _ in rows], [Label(label) for _, label in rows]
+
+
+class Dataset(StoreService):
+    """The dataset for front doors and the loop."""
+
+    async def prepare(
+        self,
+        source: str | None,
+        out_dir: Path,
+        *,
+        timeout_s: float = 60.0,
+        on_step: Callable[[str], None] = lambda step: None,
+    ) -> PreparedData:
+        """``prepare`` in a worker thread: it downloads, parses and writes files."""
+        return await asyncio.to_thread(
+            prepare, self._engine, source, out_dir, timeout_s=timeout_s, on_step=on_step
+        )
+
+    async def holdout(self) -> tuple[list[str], list[Label]]:
+        """The frozen holdout (the test split) every model is judged on."""
+        return await self._run(load_split, Split.TEST)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NoActiveModel, NotFound
-from core.store.db import unit_of_work
+from core.store.db import StoreService, unit_of_work
 from core.store.tables import ModelStatus, ModelVersion, utcnow
 
 
@@ -113,8 +113,11 @@ def latest_of_backend(
         ).first()
 
 
-def promote(engine: Engine, version_id: int, note: str = "") -> ModelVersion:
-    """Make ``version_id`` the active version; the one it replaces is retired."""
+def promote(
+    engine: Engine, version_id: int, note: str = "", metrics: dict[str, Any] | None = None
+) -> ModelVersion:
+    """Make ``version_id`` the active version (with new ``metrics``, if given); the one it
+    replaces is retired."""
     with unit_of_work(engine) as session:
         version = session.get(ModelVersion, version_id, with_for_update=True)
         if version is None:
@@ -130,6 +133,8 @@ def promote(engine: Engine, version_id: int, note: str = "") -> ModelVersion:
         version.promoted_at = utcnow()
         if note:
             version.note = note
+        if metrics is not None:
+            version.metrics = metrics
         session.add(version)
         return version
 
@@ -154,3 +159,66 @@ def _active(session: Session) -> ModelVersion | None:
     return session.exec(
         select(ModelVersion).where(ModelVersion.status == ModelStatus.ACTIVE)
     ).first()
+
+
+class ModelVersions(StoreService):
+    """The registry for front doors and the loop: each call runs where store work belongs."""
+
+    async def register(
+        self,
+        *,
+        backend: str,
+        model_ref: str,
+        metrics: dict[str, Any],
+        snapshot: str | None = None,
+        note: str = "",
+    ) -> ModelVersion:
+        return await self._run(
+            register,
+            backend=backend,
+            model_ref=model_ref,
+            metrics=metrics,
+            snapshot=snapshot,
+            note=note,
+        )
+
+    async def record_metrics(
+        self, version_id: int, metrics: dict[str, Any], *, activate_if_none: bool = False
+    ) -> ModelVersion:
+        return await self._run(
+            record_metrics, version_id, metrics, activate_if_none=activate_if_none
+        )
+
+    async def all(self) -> list[ModelVersion]:
+        """Newest first."""
+        return await self._run(list_versions)
+
+    async def get(self, version_id: int) -> ModelVersion:
+        return await self._run(get, version_id)
+
+    async def active(self) -> ModelVersion:
+        return await self._run(active)
+
+    async def active_or_none(self) -> ModelVersion | None:
+        return await self._run(active_or_none)
+
+    async def has_active(self) -> bool:
+        return await self._run(has_active)
+
+    async def decide(
+        self, version_id: int, promote: bool, reason: str, metrics: dict[str, Any]
+    ) -> ModelVersion:
+        return await self._run(decide, version_id, promote, reason, metrics)
+
+    async def latest_of_backend(
+        self, backend: str, exclude: Collection[int] = ()
+    ) -> ModelVersion | None:
+        return await self._run(latest_of_backend, backend, exclude)
+
+    async def promote(
+        self, version_id: int, note: str = "", metrics: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        return await self._run(promote, version_id, note, metrics)
+
+    async def rollback(self) -> ModelVersion:
+        return await self._run(rollback)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
@@ -22,6 +23,7 @@ the same work can succeed later, unchanged."""
 
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 async def run_store_work(engine: Engine, work: Callable[[], T]) -> T:
@@ -33,6 +35,18 @@ async def run_store_work(engine: Engine, work: Callable[[], T]) -> T:
     if engine.dialect.name == "sqlite":
         return work()
     return await asyncio.to_thread(work)
+
+
+class StoreService:
+    """A service over the store whose async methods decide where their store work runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def _run(
+        self, work: Callable[Concatenate[Engine, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await run_store_work(self._engine, partial(work, self._engine, *args, **kwargs))
 
 
 def make_engine(db: DBSettings) -> Engine:

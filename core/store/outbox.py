@@ -57,11 +57,54 @@ class RetrainFinished:
     """Why, in a sentence (e.g. the holdout accuracies compared)."""
 
 
-Event = RetrainRequested | RetrainFinished
+@dataclass(frozen=True)
+class BackendAlert:
+    """A backend cannot answer until a person acts or a quota resets: a refused key or model,
+    no balance, a used-up quota, a locked account. Published once per outage."""
+
+    backend: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FineTuneNotice:
+    """A cloud fine-tune needs an admin: ``refused`` (the provider refused it for good; only a
+    retry by hand launches it again), ``failed`` (it failed while training), ``paused`` (a
+    used-up quota or a locked account stops fine-tunes until a time), ``over_budget`` (the month's
+    budget would be passed) or ``deploy`` (a full fine-tune answers only once deployed).
+    Stored with the change it tells of, in the same transaction (see ``notification``)."""
+
+    kind: str
+    job_id: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class DriftNotice:
+    """A rate rose above its alert threshold over the window: ``correction_rate`` (of the
+    merchant ``tenant``) or ``fallback_rate``. Told once until it is back under."""
+
+    kind: str
+    tenant: str | None
+    rate: float
+    threshold: float
+    count: int
+    """The labels (or predictions) the rate is over."""
+    window_hours: float
+
+
+Event = RetrainRequested | RetrainFinished | BackendAlert | FineTuneNotice | DriftNotice
 Subscriber = Callable[[Event], Awaitable[None]]
 EVENTS: dict[str, type[Event]] = {
-    kind.__name__: kind for kind in (RetrainRequested, RetrainFinished)
+    kind.__name__: kind
+    for kind in (RetrainRequested, RetrainFinished, BackendAlert, FineTuneNotice, DriftNotice)
 }
+
+
+def notification(event: Event) -> Notification:
+    """The row that carries ``event``, for a unit of work that stores it with the change it
+    tells of: both are committed, or neither (the listeners poll the table)."""
+    return Notification(kind=type(event).__name__, payload=dataclasses.asdict(event))
 
 
 class Notifications:

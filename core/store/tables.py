@@ -6,7 +6,7 @@ it with the migrations as one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -194,6 +194,22 @@ class Labeller(SQLModel, table=True):
     updated_at: datetime = _timestamp()
 
 
+class LabelConflict(SQLModel, table=True):
+    """A text that unflagged tenants label differently, as the last label resolution found it
+    (each resolution replaces them all): the shared model leaves it out, and each of those
+    tenants' labels teaches its own view only."""
+
+    __tablename__ = "label_conflict"
+
+    text_hash: str = Field(primary_key=True, max_length=64)
+    text: str = Field(sa_type=Text)
+    votes: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """Each tenant's label, ``positive`` or ``negative``."""
+    voices: int = 0
+    """How many tenants labelled the text."""
+    found_at: datetime = _timestamp()
+
+
 class TenantView(SQLModel, table=True):
     """A tenant's own CPU model: the shared training set with the tenant's labels on top.
 
@@ -235,18 +251,23 @@ class FineTuneStatus(StrEnum):
 class FineTuneJob(SQLModel, table=True):
     """A cloud fine-tune of one snapshot: recorded before launch, polled until it has ended.
 
-    One job per (backend, snapshot), ever: a restarted process resumes it instead of launching
-    another. ``finished_at`` is set once the outcome is recorded (and, on success, the model
-    version registered and evaluated).
+    One job per (backend, snapshot, attempt): a restarted process resumes it instead of launching
+    another, and a snapshot is tried again (the next attempt) only when asked to after a failed
+    or cancelled one. ``finished_at`` is set once the outcome is recorded (and, on success, the
+    model version registered and evaluated).
     """
 
     __tablename__ = "finetune_job"
-    __table_args__ = (Index("uq_finetune_job_snapshot", "backend", "snapshot", unique=True),)
+    __table_args__ = (
+        Index("uq_finetune_job_attempt", "backend", "snapshot", "attempt", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     backend: str = Field(max_length=32)
     snapshot: str = Field(max_length=64)
-    """Content hash of the snapshot trained on; also the job's request id at the provider."""
+    """Content hash of the snapshot trained on; with the attempt, the job's request id."""
+    attempt: int = Field(default=1, sa_column_kwargs={"server_default": text("1")})
+    """1, and one more for each launch of the same snapshot after a failed or cancelled one."""
     base_model: str = Field(max_length=128)
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
@@ -263,6 +284,13 @@ class FineTuneJob(SQLModel, table=True):
     trained_tokens: int | None = None
     last_event: str = Field(default="", sa_type=Text)
     error: str | None = Field(default=None, sa_type=Text)
+    paused_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    """The provider refuses calls until then (a used-up quota, a locked account): none is made."""
+    curves: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """Loss as the provider reported it while training: ``{"train": [{"step", "epoch", "loss"},
+    ...], "validation": [...]}``; saved with the model version the job produces."""
+    newest_event_id: str | None = Field(default=None, max_length=128)
+    """The newest provider event already read into ``curves``."""
     model_version_id: int | None = Field(default=None, foreign_key="model_version.id")
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
@@ -382,3 +410,59 @@ class Notification(SQLModel, table=True):
     created_at: datetime = _timestamp(index=True)
     claimed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+
+
+class DriftAlert(SQLModel, table=True):
+    """A rate above its alert threshold (a merchant's corrections, the fallbacks' share): raised
+    once, and deleted when the rate is back under it, so the next rise is told again."""
+
+    __tablename__ = "drift_alert"
+
+    key: str = Field(primary_key=True, max_length=160)
+    """``correction_rate:<tenant>`` or ``fallback_rate``."""
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    raised_at: datetime = _timestamp()
+
+
+class ReviewDay(SQLModel, table=True):
+    """The review counts of one day (UTC, by the review's creation) of one tenant and merchant,
+    as the last stats rollup found them (``core.classify.stats``)."""
+
+    __tablename__ = "stats_review_day"
+
+    day: date = Field(primary_key=True)
+    tenant: str = Field(primary_key=True, max_length=128)
+    merchant_id: str = Field(primary_key=True, max_length=128)
+    """Empty for reviews without one."""
+    reviews: int
+    positive: int
+    labelled: int
+    corrections: int
+
+
+class PredictionDay(SQLModel, table=True):
+    """The prediction counts of one day (by the prediction's creation), tenant, merchant and
+    model version, as the last stats rollup found them."""
+
+    __tablename__ = "stats_prediction_day"
+
+    day: date = Field(primary_key=True)
+    tenant: str = Field(primary_key=True, max_length=128)
+    merchant_id: str = Field(primary_key=True, max_length=128)
+    model_version_id: int = Field(primary_key=True)
+    """0 for predictions of no registered version."""
+    backend: str = Field(primary_key=True, max_length=32)
+    predictions: int
+    positive: int
+    corrections: int
+    fallbacks: int
+
+
+class StatsRollup(SQLModel, table=True):
+    """Up to when the day tables hold the counts (the start of the day the rollup ran)."""
+
+    __tablename__ = "stats_rollup"
+
+    id: int = Field(default=1, primary_key=True)
+    through: datetime = Field(sa_type=DateTime(timezone=True))
+    refreshed_at: datetime = _timestamp()

@@ -55,7 +55,7 @@ async def test_the_same_external_id_is_the_same_review(http, acme):
     [
         (
             [{"text": "好"}, {"text": "好" * 2001}],
-            "reviews[1].text: String should have at most 2000",
+            "reviews[1].text has 2001 characters; at most 2000 are allowed",
         ),
         ([{"text": "好"}, {"text": ""}], "reviews[1].text: String should have at least 1"),
         ([{"text": "好"}, {"text": "  \n "}], "reviews[1].text is empty"),
@@ -187,3 +187,17 @@ async def test_each_key_has_its_own_rate_limit_with_retry_after(core: Core):
         assert refused.json()["error"]["code"] == "rate_limited"
         assert 1 <= int(refused.headers["retry-after"]) <= 60
         assert (await http.get("/v1/stats", headers=other.headers)).status_code == 200
+
+
+async def test_the_text_limit_is_the_settings_one_in_the_check_and_in_the_openapi(core, acme):
+    core.settings.serving.max_text_chars = 300
+    async with client_for(create_app(core)) as http:
+        schema = (await http.get("/openapi.json")).json()["components"]["schemas"]
+        assert schema["ReviewIn"]["properties"]["text"]["maxLength"] == 300
+        body = {"reviews": [{"text": "好" * 301}]}
+        refused = await http.post("/v1/classify", json=body, headers=acme.headers)
+        body = {"reviews": [{"text": "好" * 300}]}
+        taken = await http.post("/v1/classify", json=body, headers=acme.headers)
+    assert refused.status_code == 422
+    assert "has 301 characters; at most 300" in refused.json()["error"]["message"]
+    assert taken.status_code == 200

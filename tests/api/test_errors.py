@@ -20,6 +20,7 @@ PUBLIC = {
     ("get", "/v1/reviews"),
     ("get", "/v1/stats"),
     ("get", "/v1/models"),
+    ("get", "/v1/models/{version_id}/report.png"),
     ("post", "/v1/models/{version_id}/promote"),
     ("post", "/v1/models/rollback"),
     ("post", "/v1/retrain"),
@@ -64,17 +65,17 @@ async def test_the_openapi_lists_every_endpoint_with_examples_and_auth(http):
     classify = spec["paths"]["/v1/classify"]["post"]
     assert {"200", "401", "413", "415", "422", "429", "503"} <= set(classify["responses"])
     body = classify["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/ClassifyRequest"}
+    assert body == {"$ref": "#/components/schemas/ClassifyIn"}
     assert classify["security"] == [{"HTTPBearer": []}]
     results = classify["responses"]["200"]["content"]["application/json"]["schema"]
-    assert results == {"$ref": "#/components/schemas/ClassifyResponse"}
+    assert results == {"$ref": "#/components/schemas/ClassifyOut"}
     schemas = spec["components"]["schemas"]
-    assert schemas["ClassifyRequest"]["examples"][0]["reviews"]
-    assert schemas["ClassifyRequest"]["properties"]["reviews"]["maxItems"] == 256
+    assert schemas["ClassifyIn"]["examples"][0]["reviews"]
+    assert schemas["ClassifyIn"]["properties"]["reviews"]["maxItems"] == 256
     assert schemas["ReviewIn"]["properties"]["text"]["maxLength"] == 2000
-    assert schemas["ClassifyResponse"]["examples"]
+    assert schemas["ClassifyOut"]["examples"]
     error = classify["responses"]["422"]["content"]["application/json"]["schema"]
-    assert error == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert error == {"$ref": "#/components/schemas/ErrorOut"}
 
 
 async def test_the_openapi_documents_each_labels_fate_and_the_label_batches(http):
@@ -89,9 +90,9 @@ async def test_the_openapi_documents_each_labels_fate_and_the_label_batches(http
     label = schemas["LabelEventOut"]
     assert label["examples"][0]["fate"]["status"] == "pending"
     assert "revoked" in label["properties"]["fate"]["description"]
-    assert schemas["LabelsRequest"]["properties"]["labels"]["maxItems"] == 1000
-    assert schemas["LabelsRequest"]["examples"][0]["labels"]
-    assert schemas["LabelsWebhookEvent"]["examples"][0]["type"] == "labels.created"
+    assert schemas["LabelsIn"]["properties"]["labels"]["maxItems"] == 1000
+    assert schemas["LabelsIn"]["examples"][0]["labels"]
+    assert schemas["LabelsWebhookIn"]["examples"][0]["type"] == "labels.created"
     bulk = spec["paths"]["/v1/feedback"]["post"]
     assert {"201", "404", "422"} <= set(bulk["responses"])
     assert "all are stored, or none" in bulk["description"]
@@ -148,7 +149,7 @@ async def test_an_unreachable_store_is_a_503_with_its_code_on_every_path(
 def error_examples(operation: dict[str, Any], status: str) -> dict[str, dict[str, str]]:
     """The errors of a documented error response's examples, by name."""
     content = operation["responses"][status]["content"]["application/json"]
-    assert content["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert content["schema"] == {"$ref": "#/components/schemas/ErrorOut"}
     return {name: example["value"]["error"] for name, example in content["examples"].items()}
 
 

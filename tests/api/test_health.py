@@ -72,8 +72,8 @@ async def test_metrics_count_requests_predictions_fallbacks_and_labels(http, cor
     assert 'waimai_http_requests_total{method="POST",route="/v1/classify",status="200"} 2.0' in text
     assert 'route="/v1/reviews/{review_id}",status="404"' in text
     assert "waimai_http_request_duration_seconds_bucket" in text
-    assert 'waimai_predictions_total{backend="local",label="positive"}' in text
+    assert 'waimai_predictions_total{backend="local",channel="api",label="positive"}' in text
     assert 'waimai_fallbacks_total{backend="local"} 1.0' in text
     assert 'waimai_backend_errors_total{backend="local"} 1.0' in text
-    assert 'waimai_label_events_total{kind="correction"} 1.0' in text
+    assert 'waimai_label_events_total{channel="api",kind="correction"} 1.0' in text
     assert acme.key not in text

@@ -266,8 +266,9 @@ async def test_labels_from_every_route_are_counted_once_in_the_metrics(http, acm
     await post_labels(http, acme, event, webhook_id="msg_counted")  # a replay counts nothing
 
     text = (await http.get("/metrics")).text
-    assert 'waimai_label_events_total{kind="correction"} 3.0' in text
-    assert 'waimai_label_events_total{kind="confirmation"} 1.0' in text
+    assert 'waimai_label_events_total{channel="api",kind="correction"} 2.0' in text
+    assert 'waimai_label_events_total{channel="webhook",kind="correction"} 1.0' in text
+    assert 'waimai_label_events_total{channel="webhook",kind="confirmation"} 1.0' in text
 
 
 async def test_label_batches_and_deliveries_on_each_store(store_core: Core):

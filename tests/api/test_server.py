@@ -37,7 +37,7 @@ def test_classify_feedback_and_metrics_over_a_real_socket(server: str, shop: Key
         assert label.json()["kind"] == "confirmation"
         metrics = http.get("/metrics").text
         assert 'route="/v1/classify",status="200"' in metrics
-        assert 'waimai_label_events_total{kind="confirmation"} 1.0' in metrics
+        assert 'waimai_label_events_total{channel="api",kind="confirmation"} 1.0' in metrics
 
 
 def test_a_signed_webhook_and_its_retry_over_a_real_socket(server: str, shop: Key):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -33,8 +32,8 @@ def users(core: Core) -> list[TelegramUser]:
         return list(session.exec(select(TelegramUser)).all())
 
 
-def test_open_mode_admits_everyone_and_remembers_them(core, service):
-    member = service("open").admit(STRANGER, language="en")
+async def test_open_mode_admits_everyone_and_remembers_them(core, service):
+    member = await service("open").admit(STRANGER, language="en")
     assert (member.role, member.tenant, member.actor) == (
         ActorRole.MERCHANT,
         "telegram:3",
@@ -44,34 +43,34 @@ def test_open_mode_admits_everyone_and_remembers_them(core, service):
     assert (row.telegram_id, row.language, row.invite_code) == (3, "en", None)
 
 
-def test_allowlist_mode(core, service):
+async def test_allowlist_mode(core, service):
     allowlist = service("allowlist", allowlist=[MERCHANT])
-    assert allowlist.admit(MERCHANT).role == ActorRole.MERCHANT
+    assert (await allowlist.admit(MERCHANT)).role == ActorRole.MERCHANT
     with pytest.raises(PermissionDenied) as refused:
-        allowlist.admit(STRANGER)
+        await allowlist.admit(STRANGER)
     assert refused.value.code == "not_admitted"
     assert [u.telegram_id for u in users(core)] == [MERCHANT]
     # Taken off the list: refused again, although they were admitted before.
     with pytest.raises(PermissionDenied):
-        service("allowlist").admit(MERCHANT)
+        await service("allowlist").admit(MERCHANT)
 
 
-def test_invite_codes_are_single_use(core, service):
+async def test_invite_codes_are_single_use(core, service):
     invites = service("invite")
     with pytest.raises(PermissionDenied) as refused:
-        invites.admit(STRANGER)
+        await invites.admit(STRANGER)
     assert refused.value.code == "not_admitted"
     with pytest.raises(PermissionDenied) as refused:
-        invites.admit(STRANGER, invite_code="nope")
+        await invites.admit(STRANGER, invite_code="nope")
     assert refused.value.code == "invalid_invite"
     assert users(core) == []
 
     code = invites.create_invite(created_by="cli").code
     assert len(code) == 12
-    assert invites.admit(MERCHANT, invite_code=code).telegram_id == MERCHANT
-    assert invites.admit(MERCHANT).telegram_id == MERCHANT, "admitted for good"
+    assert (await invites.admit(MERCHANT, invite_code=code)).telegram_id == MERCHANT
+    assert (await invites.admit(MERCHANT)).telegram_id == MERCHANT, "admitted for good"
     with pytest.raises(PermissionDenied) as refused:
-        invites.admit(STRANGER, invite_code=code)
+        await invites.admit(STRANGER, invite_code=code)
     assert refused.value.code == "invalid_invite"
     with Session(core.engine) as session:
         invite = session.get(Invite, code)
@@ -80,29 +79,23 @@ def test_invite_codes_are_single_use(core, service):
     assert invite.used_at is not None
 
 
-def test_admins_come_from_the_settings(core, service):
-    assert service("invite").admit(ADMIN).is_admin
+async def test_admins_come_from_the_settings(core, service):
+    assert (await service("invite").admit(ADMIN)).is_admin
     # No longer listed: the same user is a merchant (and, in invite mode without a code, out).
-    assert not service("open", admins=[]).admit(ADMIN).is_admin
+    assert not (await service("open", admins=[]).admit(ADMIN)).is_admin
     with pytest.raises(PermissionDenied):
-        service("invite", admins=[]).admit(ADMIN)
-    assert not service("open").admit(MERCHANT).is_admin
+        await service("invite", admins=[]).admit(ADMIN)
+    assert not (await service("open").admit(MERCHANT)).is_admin
 
 
-def test_overview_counts_only_the_members_reviews(core, service):
+async def test_overview_counts_only_the_members_reviews(core, service):
     merchants = service("open")
-    member = merchants.admit(MERCHANT)
-    asyncio.run(
-        core.classification.classify(
-            [ReviewInput("太难吃了"), ReviewInput("好吃")],
-            source=Source.TELEGRAM,
-            tenant=member.tenant,
-        )
+    member = await merchants.admit(MERCHANT)
+    await core.classification.classify(
+        [ReviewInput("太难吃了"), ReviewInput("好吃")], source=Source.TELEGRAM, tenant=member.tenant
     )
-    asyncio.run(
-        core.classification.classify([ReviewInput("好吃")], source=Source.TELEGRAM, tenant="x")
-    )
-    overview = merchants.overview(member)
+    await core.classification.classify([ReviewInput("好吃")], source=Source.TELEGRAM, tenant="x")
+    overview = await merchants.overview(member)
     assert overview.stats.reviews == 2
     assert overview.model is not None
     assert overview.model.metrics["accuracy"] > 0.9

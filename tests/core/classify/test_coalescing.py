@@ -11,7 +11,7 @@ from core.classify.service import ClassificationService, ReviewInput
 from core.errors import BackendUnavailable
 from core.store.tables import ModelVersion, Review, Source, TenantView
 from core.wiring import Core
-from serving.base import BackendError, Classifier, Verdict
+from serving.base import Answer, BackendError, Classifier
 
 
 class Recorder:
@@ -165,11 +165,14 @@ class SpyClassifier:
     def model_id(self) -> str:
         return self.real.model_id
 
-    async def classify(self, texts: Sequence[str]) -> list[Verdict]:
+    async def classify(self, texts: Sequence[str]) -> Sequence[Answer]:
         self.spy.calls.append(len(texts))
         if any("毒" in text for text in texts):
             raise BackendError("refused: content filter")
         return await self.real.classify(texts)
+
+    async def probe(self) -> None:
+        await self.real.probe()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, event
 
 from core.classify import reviews
 from core.classify.service import ReviewInput
+from core.classify.stats import stats
 from core.errors import NotFound
 from core.store.tables import Source
 from core.wiring import Core
@@ -39,7 +40,7 @@ def test_a_review_comes_with_its_prediction_and_current_label(core: Core, stored
         reviews.get(core.engine, first.review_id, tenant="other")
 
     flipped = Label(1 - first.verdict.label)
-    core.feedback.record(first.review_id, flipped, actor="m", channel=Source.API)
+    asyncio.run(core.feedback.record(first.review_id, flipped, actor="m", channel=Source.API))
     record = reviews.get(core.engine, first.review_id)
     assert record.label == flipped
     assert record.corrected
@@ -59,32 +60,37 @@ def test_pages_are_newest_first_filtered_and_continue_by_cursor(core: Core, stor
     negative = reviews.page(core.engine, tenant="acme", label=Label.NEGATIVE)[0]
     assert negative and all(r.label == Label.NEGATIVE for r in negative)
 
-    core.feedback.record(stored[1].review_id, Label.NEGATIVE, actor="m", channel=Source.API)
+    asyncio.run(
+        core.feedback.record(stored[1].review_id, Label.NEGATIVE, actor="m", channel=Source.API)
+    )
     corrected = reviews.page(core.engine, tenant="acme", corrected=True)[0]
     assert [r.review.id for r in corrected] == [stored[1].review_id]
     assert len(reviews.page(core.engine, tenant="acme", corrected=False)[0]) == 3
 
 
 def test_stats_count_reviews_corrections_and_versions(core: Core, stored):
-    before = reviews.stats(core.engine, tenant="acme")
+    before = stats(core.engine, tenant="acme")
     assert before.reviews == 4
     assert before.corrections == 0
     positive = sum(s.verdict.label == Label.POSITIVE for s in stored)
     assert before.positive == positive
 
     wrong = Label(1 - stored[0].verdict.label)
-    event = core.feedback.record(stored[0].review_id, wrong, actor="m", channel=Source.API).event
-    after = reviews.stats(core.engine, tenant="acme")
+    labelled = asyncio.run(
+        core.feedback.record(stored[0].review_id, wrong, actor="m", channel=Source.API)
+    )
+    event = labelled.event
+    after = stats(core.engine, tenant="acme")
     assert (after.corrections, after.labelled) == (1, 1)
     assert after.correction_rate == pytest.approx(0.25)
     (version,) = after.by_version
     assert (version.predictions, version.corrections, version.fallbacks) == (4, 1, 0)
 
     assert event.id is not None
-    core.feedback.revoke(event.id)
-    assert reviews.stats(core.engine, tenant="acme").corrections == 0
-    assert reviews.stats(core.engine, tenant="acme", merchant_id="shop-1").reviews == 2
-    assert reviews.stats(core.engine).reviews == 5
+    asyncio.run(core.feedback.revoke(event.id))
+    assert stats(core.engine, tenant="acme").corrections == 0
+    assert stats(core.engine, tenant="acme", merchant_id="shop-1").reviews == 2
+    assert stats(core.engine).reviews == 5
 
 
 def test_the_queue_is_unlabelled_reviews_least_confident_first(core: Core, stored):
@@ -92,7 +98,9 @@ def test_the_queue_is_unlabelled_reviews_least_confident_first(core: Core, store
     confidences = [r.prediction.confidence or 0.0 for r in queue if r.prediction]
     assert confidences == sorted(confidences)
     assert len(queue) == 4
-    core.feedback.record(queue[0].review.id or 0, Label.POSITIVE, actor="m", channel=Source.API)
+    asyncio.run(
+        core.feedback.record(queue[0].review.id or 0, Label.POSITIVE, actor="m", channel=Source.API)
+    )
     assert len(reviews.least_confident(core.engine, tenant="acme", limit=10)) == 3
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 import pytest
+from openpyxl import Workbook, load_workbook  # type: ignore[import-untyped]
 from sqlmodel import Session, select
 
+from core.classify import uploads
 from core.classify.uploads import BatchService, parse_reviews
 from core.errors import InvalidInput
 from core.store.tables import Review, Source
@@ -76,7 +79,7 @@ def classify_file(core: Core, name: str, content: bytes | None, size=None, progr
 
 def test_wrong_type_or_too_big_is_refused_before_fetching(core: Core):
     with pytest.raises(InvalidInput) as refused:
-        classify_file(core, "menu.xlsx", None)
+        classify_file(core, "menu.xls", None)
     assert refused.value.code == "file_type"
     with pytest.raises(InvalidInput) as refused:
         classify_file(core, "r.csv", None, size=21 * 1024 * 1024)
@@ -101,3 +104,63 @@ def test_chunks_report_progress_and_the_results_csv(core: Core):
     assert stored(core) == 3
     classify_file(core, "a.csv", content)
     assert stored(core) == 3, "the same file again reuses its reviews"
+
+
+def workbook(*rows: tuple[object, ...], formulas: bool = False) -> bytes:
+    """An .xlsx as Excel users send it: a sheet of rows (None: an empty cell or row). A string
+    that starts with ``=`` is text unless ``formulas``."""
+    book = Workbook()
+    sheet = book.active
+    for number, row in enumerate(rows, 1):
+        for column, value in enumerate(row, 1):
+            if value is not None:
+                cell = sheet.cell(number, column, value)
+                if isinstance(value, str) and not formulas:
+                    cell.data_type = "s"
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_an_xlsx_sheet_is_read_like_a_csv():
+    content = workbook(
+        ("订单号", "评论", "星级"),
+        (1001, "太难吃了", 1),
+        (None,),
+        (1003, "  好吃，还会再点 ", 5.0),
+        (1004, 12345, 3),
+    )
+    parsed = parse_reviews(content, ".xlsx", 2000)
+    assert parsed.rows == [(2, "太难吃了"), (4, "好吃，还会再点"), (5, "12345")]
+    assert (parsed.skipped, parsed.encoding) == ([3], "xlsx"), "row numbers as Excel shows them"
+    assert rows(workbook(("好吃", 5), ("难吃", 1)), ".xlsx") == ["好吃", "难吃"], "no header"
+    computed = parse_reviews(workbook(("review",), ("=A1",), ("好吃",), formulas=True), ".xlsx", 99)
+    assert (computed.rows, computed.skipped) == ([(3, "好吃")], [2]), "no value computed, none read"
+
+
+def test_unreadable_or_oversized_workbooks_are_refused(monkeypatch):
+    for content in (b"PK\x03\x04 not really a zip", b"just text, named .xlsx"):
+        with pytest.raises(InvalidInput) as refused:
+            parse_reviews(content, ".xlsx", 2000)
+        assert refused.value.code == "file_unreadable"
+    monkeypatch.setattr(uploads, "XLSX_MAX_UNPACKED_BYTES", 1000)
+    with pytest.raises(InvalidInput) as refused:
+        parse_reviews(workbook(("review",), ("好吃",)), ".xlsx", 2000)
+    assert refused.value.code == "file_too_big"
+    assert "unpacks to" in refused.value.message
+
+
+def test_an_xlsx_gets_its_results_as_an_xlsx(core: Core):
+    content = workbook(("review",), ("太难吃了",), ('=HYPERLINK("x")',), ("好吃，还会再点",))
+    report = classify_file(core, "本周.xlsx", content)
+    assert report.results_name == "本周_results.xlsx"
+    sheet = load_workbook(io.BytesIO(report.results_file())).active
+    table = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    assert table[0] == ["review", "label", "label_zh", "confidence"]
+    assert [row[0] for row in table[1:]] == ["太难吃了", '=HYPERLINK("x")', "好吃，还会再点"]
+    assert sheet["A3"].data_type == "s", "a review is text, never a formula"
+    assert [row[2] for row in table[1:]][::2] == ["差评", "好评"]
+    assert all(isinstance(row[3], float) and 0.5 <= row[3] <= 1 for row in table[1:])
+    csv_report = classify_file(core, "本周.csv", "review\n好吃\n".encode())
+    assert csv_report.results_name == "本周_results.csv"
+    assert csv_report.results_file() == csv_report.results_csv()

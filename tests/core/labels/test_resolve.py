@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core.config import RetrainSettings
+from core.labels.resolve import Resolution, training_set
 from core.store.db import unit_of_work
 from core.store.tables import (
     Actor,
@@ -21,7 +22,6 @@ from core.store.tables import (
     saved_id,
 )
 from core.store.texts import text_hash
-from retrain.resolve import Resolution, training_set
 from serving.base import Label
 
 POS, NEG = Label.POSITIVE, Label.NEGATIVE

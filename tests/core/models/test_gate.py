@@ -2,9 +2,9 @@ import asyncio
 
 from core.config import RetrainSettings
 from core.models import registry
+from core.models.gate import compare
 from core.store.tables import ModelStatus
 from core.wiring import Core
-from retrain.gate import compare, judge
 from serving.base import Label, Verdict
 
 POS, NEG = Label.POSITIVE, Label.NEGATIVE
@@ -47,7 +47,7 @@ def test_a_candidate_that_cannot_be_evaluated_stays_a_candidate(core: Core):
     broken = registry.register(
         core.engine, backend="local", model_ref="no-such-artifact", metrics={}
     )
-    decision = asyncio.run(judge(core, broken))
+    decision = asyncio.run(core.gate.judge(broken))
     assert not decision.promote
     assert "evaluation failed" in decision.reason
     assert registry.get(core.engine, broken.id or 0).status == ModelStatus.CANDIDATE

@@ -118,7 +118,7 @@ async def test_of_several_listening_processes_exactly_one_delivers_each_event(
         for unsubscribe in unsubscribes:
             unsubscribe()
     heard = [event for each in listeners for event in each.heard]
-    assert sorted(heard, key=lambda e: e.reason) == sorted(events, key=lambda e: e.reason)
+    assert sorted(heard, key=repr) == sorted(events, key=repr)
 
 
 async def test_an_event_published_while_nobody_listens_is_delivered_when_one_starts(
