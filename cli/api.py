@@ -32,4 +32,4 @@ def api_command(
             timeout_graceful_shutdown=settings.api.shutdown_timeout_s,
         )
     finally:
-        core.engine.dispose()
+        core.close()

@@ -8,7 +8,7 @@ aiogram is imported by the commands that use it: it takes seconds to import, and
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -77,12 +77,28 @@ def bot(context: typer.Context) -> None:
         errors.print(f"[red]error[/red]: {WEBHOOK_MODE}")
         raise typer.Exit(2)
     console.print(describe(settings))
+    try:
+        asyncio.run(_poll(core))
+    finally:
+        core.close()
+
+
+async def _poll(core: Core) -> None:
+    """Poll until a signal stops the bot, with the ops port beside it (``OPS__BOT_PORT``)."""
+    from api.ops import serve_ops
     from bot.main import run
 
+    async def readiness() -> dict[str, Any]:
+        version = await core.classification.ready()
+        return {"model_version": version.id, "backend": version.backend}
+
+    stop = asyncio.Event()
+    ops = asyncio.create_task(serve_ops(core, "bot", core.settings.ops.bot_port, readiness, stop))
     try:
-        asyncio.run(run(core))
+        await run(core)
     finally:
-        core.engine.dispose()
+        stop.set()
+        await ops
 
 
 @app.command()
@@ -146,7 +162,7 @@ def set_webhook(
         errors.print(f"[red]error[/red]: Telegram refused the webhook: {error}")
         raise typer.Exit(1) from None
     finally:
-        core.engine.dispose()
+        core.close()
     allowed = ", ".join(info.allowed_updates or []) or "Telegram's default"
     console.print(
         f"Webhook set: {info.url} (updates: {allowed}; {info.pending_update_count} pending)",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from cli.context import console, errors, friendly_errors, get_core
+from cli.context import console, friendly_errors, get_core, progress
 from core.models import dataset
 
 app = typer.Typer(help="The dataset: fetch, split, write JSONL, import.", no_args_is_help=True)
@@ -29,13 +30,19 @@ def prepare(
 ) -> None:
     """Split waimai_10k.csv 70/30 (the canonical split), write chat JSONL and import the rows."""
     core = get_core()
-    with errors.status("preparing the dataset") as status:
-        report = dataset.prepare(
-            core.engine,
-            source or core.settings.data.source,
-            out or core.settings.data.dir,
-            timeout_s=core.settings.data.download_timeout_s,
-            on_step=lambda step: status.update(step),
+    with progress() as bar:
+        task = bar.add_task("preparing the dataset", total=len(dataset.STEPS))
+
+        def step(name: str) -> None:
+            bar.update(task, description=name, completed=dataset.STEPS.index(name))
+
+        report = asyncio.run(
+            core.dataset.prepare(
+                source or core.settings.data.source,
+                out or core.settings.data.dir,
+                timeout_s=core.settings.data.download_timeout_s,
+                on_step=step,
+            )
         )
     table = Table(title="data prepared", show_header=False)
     table.add_row("source", report.origin)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.context import console, friendly_errors, get_core
-from migrations import upgrade_schema
+from migrations import upgrade_database
 
 app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 
@@ -14,8 +14,5 @@ app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 @friendly_errors
 def upgrade() -> None:
     """Apply every pending migration (safe to run at each start)."""
-    core = get_core()
-    upgrade_schema(core.engine)
-    console.print(
-        f"database is up to date ({core.engine.url.render_as_string(hide_password=True)})"
-    )
+    database = upgrade_database(get_core().settings.db)
+    console.print(f"database is up to date ({database})")

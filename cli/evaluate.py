@@ -10,10 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.context import console, friendly_errors, get_core, progress
-from core.models import registry
-from core.models.dataset import load_split
 from core.models.evaluation import evaluate
-from core.store.tables import Split
 
 
 @friendly_errors
@@ -25,10 +22,8 @@ def eval_command(
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall and the confusion matrix on the holdout."""
     core = get_core()
-    version = (
-        registry.get(core.engine, model) if model is not None else registry.active(core.engine)
-    )
-    texts, labels = load_split(core.engine, Split.TEST)
+    version = asyncio.run(core.models.get(model) if model is not None else core.models.active())
+    texts, labels = asyncio.run(core.dataset.holdout())
     classifier = core.backends.for_version(version)
     with progress() as bar:
         task = bar.add_task(f"evaluating version {version.id}", total=len(texts))

@@ -7,15 +7,16 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from cli.context import console, errors, friendly_errors, get_core
+from cli.context import console, errors, friendly_errors, get_core, progress
 from core.errors import AppError
-from core.models import finetunes
 from core.store.tables import FineTuneJob, Snapshot
 from core.wiring import Core
 from retrain.snapshot import snapshot_for
-from retrain.trainers.zhipu import ZhipuFineTunes, estimate
+from retrain.trainers.zhipu import ZhipuFineTunes
+from retrain.trainers.zhipu_budget import estimate, spent_this_month
 
 app = typer.Typer(help="Cloud fine-tune jobs: launch, follow, cancel.", no_args_is_help=True)
 
@@ -25,7 +26,8 @@ def describe(job: FineTuneJob) -> str:
     version = f", model version {job.model_version_id}" if job.model_version_id else ""
     why = f": {job.error}" if job.error else ""
     sent = job.external_id or "not sent yet"
-    return f"fine-tune job {job.id} ({sent}) is {job.status}{why}{name}{version}"
+    paused = f", {job.last_event}" if job.paused_until and job.finished_at is None else ""
+    return f"fine-tune job {job.id} ({sent}) is {job.status}{why}{paused}{name}{version}"
 
 
 @app.command("zhipu")
@@ -38,18 +40,31 @@ def zhipu(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Follow the job until it ends")
     ] = True,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry", help="Launch the snapshot again after its job failed or was cancelled"
+        ),
+    ] = False,
 ) -> None:
-    """Fine-tune a Zhipu model on a snapshot, within the budget; one job per snapshot, ever."""
+    """Fine-tune a Zhipu model on a snapshot, within the budgets: a snapshot is trained once, and
+    tried again after a failed or cancelled job only with --retry."""
     core = get_core()
     tunes = ZhipuFineTunes(core)
     chosen = _snapshot(core, snapshot)
     cost = estimate(chosen, core.settings.zhipu)
-    console.print(f"snapshot {chosen.content_hash[:12]}: {cost.describe()}")
-    job = tunes.launch(chosen)
+    spent, since = spent_this_month(core)
+    console.print(
+        f"snapshot {chosen.content_hash[:12]}: {cost.describe()}; {spent:.2f} of "
+        f"{core.settings.zhipu.monthly_budget:g} yuan spent since {since:%Y-%m-%d}"
+    )
+    job = tunes.launch(chosen, retry=retry)
     console.print(describe(job))
     if wait:
         console.print("following it (Ctrl-C stops following, not the job: see `finetune status`)")
-        job = asyncio.run(tunes.wait(job, _printer()))
+        with progress() as bar:
+            task = bar.add_task(f"job {job.id}: {job.status}", total=None)
+            job = asyncio.run(tunes.wait(job, _printer(bar, task)))
         console.print(describe(job))
 
 
@@ -62,18 +77,20 @@ def status(
 ) -> None:
     """Every fine-tune job; the unfinished ones are looked at again first."""
     core = get_core()
-    if finetunes.listing(core.engine, unfinished_only=True):
+    if asyncio.run(core.finetunes.listing(unfinished_only=True)):
         try:
             tunes = ZhipuFineTunes(core)
             if wait:
-                asyncio.run(tunes.resume(_printer()))
+                with progress() as bar:
+                    task = bar.add_task("following the unfinished jobs", total=None)
+                    asyncio.run(tunes.resume(_printer(bar, task)))
             else:
-                for job in finetunes.listing(core.engine, "zhipu", unfinished_only=True):
+                for job in asyncio.run(core.finetunes.listing("zhipu", unfinished_only=True)):
                     tunes.refresh(job)
         except AppError as error:
             errors.print(f"[yellow]not refreshed[/yellow] ({error.code}): {error.message}")
     table = Table("id", "job", "status", "snapshot", "cost", "model", "version", "last event")
-    for job in finetunes.listing(core.engine):
+    for job in asyncio.run(core.finetunes.listing()):
         table.add_row(
             str(job.id),
             job.external_id or "–",
@@ -94,31 +111,39 @@ def cancel(
 ) -> None:
     """Cancel a job that has not ended."""
     core = get_core()
-    console.print(describe(ZhipuFineTunes(core).cancel(finetunes.find(core.engine, job))))
+    console.print(describe(ZhipuFineTunes(core).cancel(asyncio.run(core.finetunes.find(job)))))
 
 
 def _snapshot(core: Core, ref: str | None) -> Snapshot:
     if ref is not None:
-        return finetunes.find_snapshot(core.engine, ref)
+        return asyncio.run(core.finetunes.find_snapshot(ref))
     with errors.status("taking a snapshot of the training data"):
         return snapshot_for(core)
 
 
-def _printer() -> Callable[[FineTuneJob], None]:
+def _printer(bar: Progress, task: TaskID) -> Callable[[FineTuneJob], None]:
+    """Shows each job's status and latest event on the bar, and prints each change once (the
+    loss it reports, the step it is at)."""
     last: dict[int | None, str] = {}
 
     def show(job: FineTuneJob) -> None:
         line = f"job {job.id}: {job.status}" + (f" — {job.last_event}" if job.last_event else "")
         if last.get(job.id) != line:
             last[job.id] = line
-            console.print(line)
+            bar.update(task, description=line)
+            bar.console.print(line)
 
     return show
 
 
 def _status(job: FineTuneJob) -> str:
-    """Ours, with Zhipu's own word where it says more (``running (pending)``), and the error."""
+    """Ours, with Zhipu's own word where it says more (``running (pending)``), a pause, and the
+    error."""
     shown: str = job.status
     if job.remote_status and job.remote_status != job.status:
         shown = f"{shown} ({job.remote_status})"
+    if job.paused_until is not None and job.finished_at is None:
+        shown = f"{shown}, paused until {job.paused_until:%Y-%m-%d %H:%M} UTC"
+    if job.attempt > 1:
+        shown = f"{shown}, attempt {job.attempt}"
     return f"{shown}: {job.error}" if job.error else shown

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 from rich.table import Table
 
 from cli.context import console, friendly_errors, get_core
+from core.labels.resolve import Resolution
 from core.labels.rules import FateStatus
-from retrain.resolve import Resolution, training_set
 
 app = typer.Typer(help="Human labels: conflicts and trust.", no_args_is_help=True)
 
 
 def _resolve() -> Resolution:
-    core = get_core()
-    return training_set(core.engine, core.settings.retrain)
+    return asyncio.run(get_core().resolver.resolve())
 
 
 @app.command()

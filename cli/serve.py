@@ -33,7 +33,7 @@ def serve_command(
     try:
         asyncio.run(_serve(core, host, port))
     finally:
-        core.engine.dispose()
+        core.close()
 
 
 async def _serve(core: Core, host: str | None, port: int | None) -> None:

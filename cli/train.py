@@ -9,7 +9,6 @@ import typer
 
 from cli.context import console, errors, friendly_errors, get_core
 from cli.models import describe
-from core.models import registry
 from retrain.cycle import run_cycle
 
 app = typer.Typer(help="Train a new model version.", no_args_is_help=True)
@@ -24,7 +23,7 @@ def train_local(
 ) -> None:
     """Train the embedded CPU model on the train split plus accepted human labels."""
     core = get_core()
-    if if_none_active and registry.has_active(core.engine):
+    if if_none_active and asyncio.run(core.models.has_active()):
         console.print("a model is already active; nothing to train")
         return
     with errors.status("training the local model and comparing it with the active one"):

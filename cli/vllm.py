@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from cli.context import console, errors, friendly_errors, get_core
+from cli.context import console, errors, friendly_errors, get_core, progress
 from cli.models import describe
 from core.config import VllmSettings
 from core.wiring import Core
@@ -42,6 +42,9 @@ def serve_command(vllm: VllmSettings, adapters: dict[str, str]) -> list[str]:
         "2",
         "--max-model-len",
         str(vllm.max_seq_len),
+        # vLLM's neutral sampling defaults, not the model's generation_config.json
+        "--generation-config",
+        "vllm",
     ]
     if adapters:
         command += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
@@ -51,8 +54,8 @@ def serve_command(vllm: VllmSettings, adapters: dict[str, str]) -> list[str]:
 def _adapters_to_serve(core: Core) -> dict[str, str]:
     vllm = core.settings.vllm
     return {
-        v.model_ref: promotion.adapter_path_on_server(vllm, v.model_ref)
-        for v in promotion.serving_versions(core)
+        v.model_ref: vllm.adapter_path_on_server(v.model_ref)
+        for v in asyncio.run(promotion.serving_versions(core))
     }
 
 
@@ -96,9 +99,16 @@ def train(
 
     core = get_core()
     snapshot = snapshot_for(core)
-    with errors.status(f"training a LoRA adapter on {core.settings.vllm.base_model}"):
+    with progress() as bar:
+        task = bar.add_task(f"training a LoRA adapter on {core.settings.vllm.base_model}")
         version = asyncio.run(
-            lora.train(core, snapshot, incremental=incremental, max_examples=max_examples)
+            lora.train(
+                core,
+                snapshot,
+                incremental=incremental,
+                max_examples=max_examples,
+                on_step=lambda step, steps: bar.update(task, completed=step, total=steps),
+            )
         )
     console.print(describe(version))
     console.print(version.note)
@@ -108,9 +118,16 @@ def train(
 @friendly_errors
 def promote(
     version_id: Annotated[int, typer.Argument(help="The LoRA model version to make active")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Override the holdout gate (recorded on the version)")
+    ] = False,
 ) -> None:
-    """Load the adapter into the running server, check it on canary reviews, make it active."""
-    console.print(describe(asyncio.run(promotion.promote_adapter(get_core(), version_id))))
+    """Load the adapter into the running server, check it on canary reviews, and make it active
+    if the holdout gate lets it in (as `waimai models promote` does)."""
+    core = get_core()
+    with errors.status(f"judging version {version_id} on the holdout"):
+        promoted = asyncio.run(core.gate.promote(version_id, by="cli", force=force))
+    console.print(describe(promoted))
 
 
 @app.command("load")
@@ -133,7 +150,8 @@ def status() -> None:
         errors.print(f"[red]down[/red]: {error}")
         raise typer.Exit(1) from None
     console.print(f"vLLM at {vllm_server.base_url} serves: {', '.join(listed)}")
-    missing = [v.model_ref for v in promotion.serving_versions(core) if v.model_ref not in listed]
+    serving = asyncio.run(promotion.serving_versions(core))
+    missing = [v.model_ref for v in serving if v.model_ref not in listed]
     if missing:
         errors.print(f"[red]missing[/red]: {', '.join(missing)} (run `waimai vllm load`)")
         raise typer.Exit(1)

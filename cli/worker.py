@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from api.ops import serve_ops
 from cli.context import console, errors, friendly_errors, get_core
 from cli.models import describe
 from core.config import TrainerName
 from core.wiring import Core
 from retrain.cycle import run_cycle
-from retrain.worker import run_worker
+from retrain.worker import leads, run_worker
 
 
 @friendly_errors
 def worker_command() -> None:
     """Run the scheduler: cron and label-count retrains, requests, fine-tune polling."""
     core = get_core()
+    ops = core.settings.ops
+    port = f"; metrics and health on {ops.host}:{ops.worker_port}" if ops.worker_port else ""
     console.print(
         f"worker: retrain on '{core.settings.retrain.cron}' ({core.settings.retrain.timezone}) "
-        f"and after {core.settings.retrain.label_threshold} new labels; Ctrl-C stops"
+        f"and after {core.settings.retrain.label_threshold} new labels{port}; Ctrl-C stops"
     )
     asyncio.run(_until_signal(core))
 
@@ -32,7 +35,15 @@ async def _until_signal(core: Core) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_worker(core, stop)
+
+    async def readiness() -> dict[str, Any]:
+        await core.models.active_or_none()  # the store answers
+        return {"leader": leads(core)}
+
+    await asyncio.gather(
+        run_worker(core, stop),
+        serve_ops(core, "worker", core.settings.ops.worker_port, readiness, stop),
+    )
 
 
 @friendly_errors

@@ -7,15 +7,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from core.models import registry
+from core.models.gate import Decision
 from core.store.tables import ModelStatus, ModelVersion, TenantView, saved_id
 from core.wiring import Core
-from retrain import gate, promotion, views
-from retrain.gate import Decision
-from retrain.resolve import training_set
+from retrain import promotion, views
 from retrain.snapshot import snapshot_for
 from retrain.trainers import local
 from retrain.trainers.zhipu import ZhipuFineTunes
+from retrain.trainers.zhipu_errors import FineTunePaused, OverBudget, TooFewNewLabels
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,9 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
     """Retrain with ``backend`` (default: the setting) unless the data has not changed."""
     backend = backend or core.settings.retrain.backend
     started = time.perf_counter()
-    data = await asyncio.to_thread(training_set, core.engine, core.settings.retrain)
+    data = await core.resolver.resolve()
     snapshot = await asyncio.to_thread(snapshot_for, core, data)
-    active = await asyncio.to_thread(registry.active_or_none, core.engine)
+    active = await core.models.active_or_none()
     if not force and active is not None and active.snapshot == snapshot.content_hash:
         judged = await views.refresh(core, data, snapshot) if backend == "local" else []
         if judged:
@@ -56,7 +55,11 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
         )
 
     if backend == "zhipu":
-        job = await asyncio.to_thread(ZhipuFineTunes(core).launch, snapshot)
+        try:
+            job = await asyncio.to_thread(ZhipuFineTunes(core).launch, snapshot)
+        except (TooFewNewLabels, OverBudget, FineTunePaused) as held:
+            # Not failures: the budget, the new labels or Zhipu's quota say "not now".
+            return CycleResult("skipped", held.message, snapshot.content_hash)
         detail = f"Zhipu fine-tune job {job.id} is {job.status}; the worker polls it to the gate"
         return CycleResult("launched", detail, snapshot.content_hash, seconds=_since(started))
     if backend == "lora":
@@ -68,8 +71,8 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
         candidate = await local.train(core, snapshot)
     else:
         raise ValueError(f"no trainer for backend {backend!r}")
-    decision = await gate.judge(core, candidate)
-    version = await asyncio.to_thread(registry.get, core.engine, saved_id(candidate))
+    decision = await core.gate.judge(candidate)
+    version = await core.models.get(saved_id(candidate))
     outcome = {"active": "promoted", "rejected": "rejected"}.get(version.status, "candidate")
     log.info("retrain %s: version %s %s — %s", backend, version.id, outcome, decision.reason)
     judged = await views.refresh(core, data, snapshot) if backend == "local" else []

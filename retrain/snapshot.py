@@ -15,11 +15,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from core.config import RetrainSettings
+from core.labels.resolve import Resolution, training_set
 from core.models.dataset import write_jsonl
 from core.store.db import unit_of_work
 from core.store.tables import Snapshot
 from core.wiring import Core
-from retrain.resolve import Resolution, training_set
 
 VALIDATION_SHARE = 0.1
 

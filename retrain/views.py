@@ -15,13 +15,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from core.models import registry
-from core.models.dataset import load_split
+from core.labels.resolve import Resolution, TenantExamples
 from core.models.evaluation import classify_all, metrics
-from core.store.tables import ModelVersion, Snapshot, Split, TenantView, saved_id
+from core.store.tables import ModelVersion, Snapshot, TenantView, saved_id
 from core.store.texts import text_hash
 from core.wiring import Core
-from retrain.resolve import Resolution, TenantExamples
 from retrain.trainers import local
 from serving.base import Label
 
@@ -37,7 +35,7 @@ class Holdout:
 
 async def refresh(core: Core, data: Resolution, snapshot: Snapshot) -> list[TenantView]:
     """Train and judge the view of every tenant whose data changed; the views judged now."""
-    active = await asyncio.to_thread(registry.active_or_none, core.engine)
+    active = await core.models.active_or_none()
     if active is None or active.backend != "local" or not data.views:
         return []
     stale = {}
@@ -109,7 +107,7 @@ async def _train(
 
 
 async def _holdout(core: Core, active: ModelVersion) -> Holdout:
-    texts, labels = await asyncio.to_thread(load_split, core.engine, Split.TEST)
+    texts, labels = await core.dataset.holdout()
     accuracy = active.metrics.get("accuracy")
     if accuracy is None:
         verdicts = await classify_all(core.backends.for_version(active), texts)

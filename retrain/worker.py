@@ -5,16 +5,24 @@ Jobs (APScheduler 3, persistent SQLAlchemy job store in the product's database):
 - ``check``: every RETRAIN__CHECK_EVERY_S (10 s), runs pending retrain requests (from the bot,
   the API or ``waimai retrain``), or one when RETRAIN__LABEL_THRESHOLD human labels arrived
   since the last run;
-- ``poll-finetunes``: every minute, advances remote fine-tune jobs that are not finished.
+- ``poll-finetunes``: every minute, advances remote fine-tune jobs that are not finished;
+- ``drift``: every ALERTS__CHECK_EVERY_S, measures each merchant's correction rate and the
+  fallbacks' share, and tells the admins once of a rate above its threshold;
+- ``stats-rollup``: every STATS__ROLLUP_EVERY_S, counts the earlier days into the stats' day
+  tables, so that the stats answer in milliseconds over millions of reviews.
 
 Leadership is a PostgreSQL advisory lock held on a dedicated connection, or a file lock beside
 the SQLite file; both vanish with the process that held them, so another worker takes over.
+A worker that cannot run the trainer of RETRAIN__BACKEND (``lora`` without torch, transformers
+and peft: the default image) does not campaign, and leaves the loop to one that can (the
+``trainer`` service of the compose file, on the GPU).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -26,7 +34,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from filelock import FileLock, Timeout
 from sqlalchemy import Connection, text
 
-from core.models import registry
 from core.store.outbox import RetrainFinished
 from core.store.tables import ModelStatus, saved_id
 from core.wiring import Core
@@ -40,6 +47,11 @@ MISFIRE_GRACE_S = 3600
 
 _running: Core | None = None
 """The leader's core. Jobs are stored by reference, so they are module-level and find it here."""
+
+
+def leads(core: Core) -> bool:
+    """Whether this process's worker leads the loop now (with ``core``)."""
+    return _running is core
 
 
 def _core() -> Core:
@@ -77,7 +89,7 @@ async def poll_finetunes_job() -> None:
     for job in await zhipu.poll(core):
         if job.model_version_id is None:
             continue
-        version = await asyncio.to_thread(registry.get, core.engine, job.model_version_id)
+        version = await core.models.get(job.model_version_id)
         await core.notifications.publish(
             RetrainFinished(version.id, version.status == ModelStatus.ACTIVE, version.note)
         )
@@ -101,6 +113,19 @@ async def _run(core: Core, request_id: int, backend: str | None) -> None:
                 result.detail,
             )
         )
+
+
+async def drift_job() -> None:
+    """Measure the correction and fallback rates; raise (once) and clear the drift alerts."""
+    report = await _core().drift.check()
+    for notice in report.raised:
+        log.warning("drift alert: %s", notice)
+
+
+async def stats_job() -> None:
+    """Count the earlier days again into the stats' day tables."""
+    through = await _core().stats.refresh()
+    log.info("stats rolled up through %s", through.date())
 
 
 class LeaderLock(Protocol):
@@ -185,6 +210,8 @@ def build_scheduler(core: Core) -> AsyncIOScheduler:
         (retrain_job, CronTrigger.from_crontab(rules.cron, timezone=rules.timezone), "retrain"),
         (check_job, IntervalTrigger(seconds=rules.check_every_s), "check"),
         (poll_finetunes_job, IntervalTrigger(minutes=1), "poll-finetunes"),
+        (drift_job, IntervalTrigger(seconds=core.settings.alerts.check_every_s), "drift"),
+        (stats_job, IntervalTrigger(seconds=core.settings.stats.rollup_every_s), "stats-rollup"),
     )
     for function, trigger, job_id in jobs:
         scheduler.add_job(function, trigger, id=job_id, replace_existing=True)
@@ -194,6 +221,11 @@ def build_scheduler(core: Core) -> AsyncIOScheduler:
 async def run_worker(core: Core, stop: asyncio.Event) -> None:
     """Campaign for leadership until ``stop`` is set; lead (schedule the jobs) while elected."""
     global _running
+    missing = missing_trainer(core.settings.retrain.backend)
+    if missing:
+        log.warning("%s: this worker stands by and leaves the loop to one that has it", missing)
+        await stop.wait()
+        return
     lock = leader_lock(core)
     retry = core.settings.retrain.leader_retry_s
     while not stop.is_set():
@@ -213,6 +245,15 @@ async def run_worker(core: Core, stop: asyncio.Event) -> None:
             _running = None
             lock.release()
             log.info("this worker no longer leads the learning loop")
+
+
+def missing_trainer(backend: str) -> str | None:
+    """What this process lacks to train ``backend``, or None."""
+    needed = ("torch", "transformers", "peft") if backend == "lora" else ()
+    absent = [name for name in needed if importlib.util.find_spec(name) is None]
+    if absent:
+        return f"RETRAIN__BACKEND={backend} needs {', '.join(absent)} (the trainer image)"
+    return None
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -14,7 +14,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.svm import LinearSVC
 
-from core.models import registry
 from core.store.tables import ModelVersion, Snapshot
 from core.wiring import Core
 from serving.base import Label
@@ -74,9 +73,7 @@ async def train(core: Core, snapshot: Snapshot) -> ModelVersion:
         core.settings.local.dir / name,
         {"snapshot": snapshot.content_hash, "examples": len(texts)},
     )
-    return await asyncio.to_thread(
-        registry.register,
-        core.engine,
+    return await core.models.register(
         backend="local",
         model_ref=name,
         metrics={"train_seconds": round(seconds, 2), "examples": len(texts)},

@@ -60,6 +60,10 @@ def test_the_whole_first_run(env: Path):
     listed = waimai("models", "list")
     assert "active" in listed.output
 
+    reported = waimai("models", "report", "--out", str(env / "report.png"))
+    assert reported.exit_code == 0, reported.output
+    assert (env / "report.png").read_bytes().startswith(b"\x89PNG")
+
 
 def test_errors_are_one_clear_line_and_a_failing_exit_code(env: Path, tmp_path: Path):
     waimai("db", "upgrade")

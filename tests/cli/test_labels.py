@@ -32,13 +32,15 @@ def label(core: Core, tenant: str, text: str, value: Label, *, admin: bool = Fal
     (review,) = asyncio.run(
         core.classification.classify([ReviewInput(text)], source=Source.API, tenant=tenant)
     )
-    core.feedback.record(
-        review.review_id,
-        value,
-        actor=tenant,
-        channel=Source.API,
-        tenant=None if admin else tenant,
-        role=ActorRole.ADMIN if admin else ActorRole.MERCHANT,
+    asyncio.run(
+        core.feedback.record(
+            review.review_id,
+            value,
+            actor=tenant,
+            channel=Source.API,
+            tenant=None if admin else tenant,
+            role=ActorRole.ADMIN if admin else ActorRole.MERCHANT,
+        )
     )
 
 

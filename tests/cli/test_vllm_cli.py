@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -13,6 +14,7 @@ from core.models import registry
 from core.store.db import make_engine
 from migrations import upgrade_schema
 
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -44,12 +46,22 @@ def test_serve_prints_the_gpu_command_with_the_active_and_previous_adapters(
     assert command.startswith(
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve Qwen/Qwen2.5-1.5B-Instruct "
         "--host 127.0.0.1 --port 9 --enable-lora --max-lora-rank 8 --max-loras 2 "
-        "--max-model-len 512 --lora-modules "
+        "--max-model-len 512 --generation-config vllm --lora-modules "
     )
     assert f"waimai-c={env / 'lora' / 'waimai-c'} waimai-b={env / 'lora' / 'waimai-b'}" in command
     assert "waimai-a" not in command
     assert command.endswith('--api-key "$VLLM__API_KEY"')
     assert "s3cret-key" not in command
+
+
+def test_the_compose_file_starts_vllm_with_the_flags_serve_prints(env: Path):
+    printed = runner.invoke(app, ["vllm", "serve"]).output.split()
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    started = [str(arg) for arg in compose["services"]["vllm"]["command"]]
+    for flag in ("--enable-lora", "--max-lora-rank", "--max-loras", "--max-model-len"):
+        assert flag in started
+    position = started.index("--generation-config")
+    assert started[position + 1] == "vllm" == printed[printed.index("--generation-config") + 1]
 
 
 def test_status_and_load_say_so_when_the_server_is_down(env: Path):

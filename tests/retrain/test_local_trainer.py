@@ -3,13 +3,13 @@ import asyncio
 import pytest
 from sqlmodel import Session, select
 
+from core.labels.resolve import training_set
 from core.models import registry
 from core.store.db import unit_of_work
 from core.store.tables import ActorRole, LabelEvent, ModelStatus, Review, Source, Split, saved_id
 from core.store.texts import text_hash
 from core.wiring import Core
 from retrain.cycle import run_cycle
-from retrain.resolve import training_set
 from serving.base import Label
 
 
@@ -40,11 +40,13 @@ def label(core: Core, text: str, value: Label, *, revoked: bool = False) -> None
     with unit_of_work(core.engine) as session:
         review = Review(text=text, text_hash=text_hash(text), source=Source.API, tenant="acme")
         session.add(review)
-    labelled = core.feedback.record(
-        saved_id(review), value, actor="boss", channel=Source.API, role=ActorRole.ADMIN
+    labelled = asyncio.run(
+        core.feedback.record(
+            saved_id(review), value, actor="boss", channel=Source.API, role=ActorRole.ADMIN
+        )
     )
     if revoked:
-        core.feedback.revoke(saved_id(labelled.event))
+        asyncio.run(core.feedback.revoke(saved_id(labelled.event)))
 
 
 def test_human_labels_join_and_override_and_revoked_ones_do_not(core: Core):

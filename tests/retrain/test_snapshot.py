@@ -1,3 +1,4 @@
+import asyncio
 import json
 from pathlib import Path
 
@@ -41,8 +42,10 @@ def test_a_new_label_makes_a_new_snapshot(core: Core, tmp_path):
         session.commit()
         review_id = review.id
     assert review_id is not None
-    FeedbackService(core.engine).record(
-        review_id, Label.POSITIVE, actor="boss", channel=Source.API, role=ActorRole.ADMIN
+    asyncio.run(
+        FeedbackService(core.engine).record(
+            review_id, Label.POSITIVE, actor="boss", channel=Source.API, role=ActorRole.ADMIN
+        )
     )
     second = take_snapshot(core.engine, tmp_path)
     assert second.content_hash != first.content_hash
@@ -89,7 +92,11 @@ def test_the_loop_snapshot_follows_the_label_rules_in_the_settings(core: Core):
         session.commit()
         review_id = review.id
     assert review_id is not None
-    FeedbackService(core.engine).record(review_id, Label.POSITIVE, actor="m1", channel=Source.API)
+    asyncio.run(
+        FeedbackService(core.engine).record(
+            review_id, Label.POSITIVE, actor="m1", channel=Source.API
+        )
+    )
     before = snapshot_for(core)
     assert before.manifest["human_labels"] == 0, "one tenant alone is below the quorum of 2"
     core.settings.retrain.quorum = 1

@@ -12,7 +12,7 @@ from core.models import registry
 from core.store.tables import ModelStatus, Source
 from core.wiring import Core
 from retrain.cycle import run_cycle
-from serving.base import Classifier, Label
+from serving.base import Classifier, Label, Verdict
 
 OTHER_DOMAINS = Path(__file__).resolve().parents[3] / "shared" / "data"
 OTHER_DOMAINS /= "online_shopping_fruit_clothes.csv"
@@ -33,8 +33,11 @@ def fruit() -> tuple[list[tuple[str, Label]], list[tuple[str, Label]]]:
 
 
 def accuracy(core: Core, classifier: Classifier, rows: list[tuple[str, Label]]) -> float:
-    verdicts = asyncio.run(classifier.classify([text for text, _ in rows]))
-    return sum(v.label == y for v, (_, y) in zip(verdicts, rows, strict=True)) / len(rows)
+    answers = asyncio.run(classifier.classify([text for text, _ in rows]))
+    right = [
+        isinstance(a, Verdict) and a.label == y for a, (_, y) in zip(answers, rows, strict=True)
+    ]
+    return sum(right) / len(rows)
 
 
 def served(core: Core, tenant: str) -> Classifier:
@@ -57,8 +60,10 @@ def stream(core: Core, tenant: str, rows: list[tuple[str, Label]], *, lie: bool)
         right = result.verdict.label == truth
         if right == lie:
             said = Label(1 - truth) if lie else truth
-            core.feedback.record(
-                result.review_id, said, actor=tenant, channel=Source.API, tenant=tenant
+            asyncio.run(
+                core.feedback.record(
+                    result.review_id, said, actor=tenant, channel=Source.API, tenant=tenant
+                )
             )
             corrections += 1
     return corrections

@@ -33,8 +33,14 @@ def label_many(core: Core, n: int) -> None:
     items = [ReviewInput(f"第{i}条新评论，味道不错") for i in range(n)]
     results = asyncio.run(core.classification.classify(items, source=Source.API, tenant="shop"))
     for result in results:
-        core.feedback.record(
-            result.review_id, Label.POSITIVE, actor="boss", channel=Source.API, role=ActorRole.ADMIN
+        asyncio.run(
+            core.feedback.record(
+                result.review_id,
+                Label.POSITIVE,
+                actor="boss",
+                channel=Source.API,
+                role=ActorRole.ADMIN,
+            )
         )
 
 
@@ -79,8 +85,7 @@ def test_a_running_worker_serves_a_merchants_labels_within_a_minute_of_the_thres
         items = [ReviewInput(f"第{i}单：水果不新鲜，烂了好几个") for i in range(20)]
         results = await core.classification.classify(items, source=Source.API, tenant="grocer")
         for result in results:
-            await asyncio.to_thread(
-                core.feedback.record,
+            await core.feedback.record(
                 result.review_id,
                 Label.NEGATIVE,
                 actor="grocer",
@@ -107,10 +112,11 @@ def test_the_jobs_are_stored_in_the_product_database(core: Core):
         scheduler.shutdown(wait=False)
         return ids
 
-    assert asyncio.run(start_and_stop()) == ["check", "poll-finetunes", "retrain"]
+    jobs = ["check", "drift", "poll-finetunes", "retrain", "stats-rollup"]
+    assert asyncio.run(start_and_stop()) == jobs
     with Session(core.engine) as session:
         stored = session.connection().execute(text("SELECT id FROM apscheduler_jobs ORDER BY id"))
-    assert [row[0] for row in stored] == ["check", "poll-finetunes", "retrain"]
+    assert [row[0] for row in stored] == jobs
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
