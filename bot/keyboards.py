@@ -1,4 +1,6 @@
-"""Inline buttons whose callback data is signed: ``l:<review>:<prediction>:<label>:<issued>:<mac>``.
+"""Inline buttons whose callback data is signed: ``l:<review>:<prediction>:<label>:<issued>:<mac>``
+labels a verdict, ``u:<event>:<issued>:<mac>`` undoes a label, and
+``m:<message>:<each>:<issued>:<mac>`` judges a message of several lines line by line, or whole.
 
 The mac is a truncated HMAC-SHA256 over the chat id and every other field, so a press whose data
 was altered, or copied into another chat, is refused; ``issued`` (unix seconds) lets stale
@@ -41,7 +43,19 @@ class UndoPress(CallbackData, prefix="u"):
     mac: str = ""
 
 
-Press = LabelPress | UndoPress
+class LinesPress(CallbackData, prefix="m"):
+    message: int
+    """The merchant's message (the offer replies to it)."""
+    each: bool
+    """Each line is a review; else the whole message is one."""
+    issued: int
+    mac: str = ""
+
+
+Press = LabelPress | UndoPress | LinesPress
+_KINDS: dict[str, type[Press]] = {
+    kind.__prefix__: kind for kind in (LabelPress, UndoPress, LinesPress)
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ class ButtonSigner:
 
     def verify(self, data: str | None, chat_id: int) -> Press:
         """The press, if its data is ours, unaltered, for this chat and not expired."""
-        kind: type[Press] = UndoPress if (data or "").startswith("u:") else LabelPress
+        kind = _KINDS.get((data or "").split(":", 1)[0], LabelPress)
         try:
             press = kind.unpack(data or "")
         except (TypeError, ValueError):
@@ -140,3 +154,20 @@ def undo_keyboard(
         text=texts.t("button_undo", lang), callback_data=signer.sign(press, chat_id)
     )
     return InlineKeyboardMarkup(inline_keyboard=[[button]])
+
+
+def lines_keyboard(
+    signer: ButtonSigner, *, chat_id: int, message_id: int, count: int, lang: texts.Lang
+) -> InlineKeyboardMarkup:
+    """``📋 逐行判断（N 条）`` and ``整条算一条评论``, one a row."""
+
+    def button(text: str, each: bool) -> InlineKeyboardButton:
+        press = LinesPress(message=message_id, each=each, issued=0)
+        return InlineKeyboardButton(text=text, callback_data=signer.sign(press, chat_id))
+
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [button(texts.t("button_lines", lang, count=count), True)],
+            [button(texts.t("button_whole", lang), False)],
+        ]
+    )

@@ -8,6 +8,7 @@ import logging
 from functools import partial
 
 from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
@@ -19,9 +20,11 @@ from aiogram.exceptions import (
 
 from bot import middlewares, texts
 from bot.handlers import routers
+from bot.introduction import introduce
 from bot.keyboards import ButtonSigner
+from bot.throttle import Backlog, NoBacklog, StoredBacklog, Throttle
 from core.config import TelegramSettings
-from core.store.outbox import Event, RetrainFinished
+from core.store.outbox import BackendAlert, DriftNotice, Event, FineTuneNotice, RetrainFinished
 from core.wiring import Core
 
 log = logging.getLogger(__name__)
@@ -37,24 +40,37 @@ def create_bot(settings: TelegramSettings) -> Bot:
         raise BotNotConfigured("TELEGRAM__TOKEN is not set")
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base))
     session.middleware(middlewares.RetryAfter())
-    return Bot(settings.token.get_secret_value(), session=session)
+    # A reply still goes out when its message was deleted meanwhile (it waited in line).
+    default = DefaultBotProperties(allow_sending_without_reply=True)
+    return Bot(settings.token.get_secret_value(), session=session, default=default)
 
 
 def create_dispatcher(core: Core) -> Dispatcher:
-    """The dispatcher with the core and the button signer in its workflow data."""
+    """The dispatcher with the core and the button signer in its workflow data. Its startup
+    sets the bot's menu and description and subscribes the admins to their notices (and, when
+    polling, handles the updates a previous run left waiting in a line); its shutdown stops the
+    lines and unsubscribes."""
     settings = core.settings.telegram
     dispatcher = Dispatcher(
         disable_fsm=True, core=core, buttons=ButtonSigner.from_settings(settings)
     )
-    if settings.mode == "polling":  # in webhook mode the database de-duplicates (bot/webhook.py)
+    # In webhook mode the database de-duplicates, and holds every update until it is handled.
+    backlog: Backlog = NoBacklog()
+    if settings.mode == "polling":
         dispatcher.update.outer_middleware(middlewares.Deduplicate())
-    dispatcher.update.outer_middleware(middlewares.ReplyOnError(core))
-    dispatcher.update.outer_middleware(
-        middlewares.Throttle(settings.throttle_messages, settings.throttle_window_s)
+        backlog = stored = StoredBacklog(core.telegram_updates)
+        dispatcher.startup.register(stored.resume)
+    throttle = Throttle(
+        settings.throttle_messages, settings.throttle_window_s, settings.queue_messages, backlog
     )
+    dispatcher.update.outer_middleware(middlewares.ReplyOnError(core))
+    dispatcher.update.outer_middleware(throttle)
     dispatcher.update.outer_middleware(middlewares.Admission())
     dispatcher.include_routers(*routers())
+    dispatcher.startup.register(_introduce)
     dispatcher.startup.register(_subscribe_admins)
+    dispatcher.shutdown.register(throttle.close)
+    dispatcher.shutdown.register(_stop_introducing)
     dispatcher.shutdown.register(_unsubscribe_admins)
     return dispatcher
 
@@ -126,31 +142,67 @@ class TelegramUnreachable(Exception):
     """Telegram could not be reached to tell an admin; the notice is delivered again later."""
 
 
-async def tell_admins(bot: Bot, admins: list[int], event: Event) -> None:
-    """Admins hear how a retrain ended. Telegram out of reach (or asking to wait too long) for
-    any admin is raised once all were tried, so that the notice comes again later (to all of
-    them); an admin Telegram refuses (the bot blocked, no such chat) is skipped."""
-    if not isinstance(event, RetrainFinished):
+def notice(event: Event, lang: texts.Lang) -> str | None:
+    """What the admins are told of ``event`` (None: nothing). The reason or message inside is
+    the publisher's own words."""
+    if isinstance(event, RetrainFinished):
+        key = "retrain_promoted" if event.promoted else "retrain_rejected"
+        return texts.t(key, lang, id=event.candidate_version_id or "?", reason=event.reason)
+    if isinstance(event, BackendAlert):
+        return texts.t("backend_alert", lang, backend=event.backend, message=event.message)
+    if isinstance(event, FineTuneNotice):
+        return texts.t(f"finetune_{event.kind}", lang, job=event.job_id or "–", reason=event.reason)
+    if isinstance(event, DriftNotice):
+        return texts.t(
+            f"drift_{event.kind}",
+            lang,
+            tenant=event.tenant or "–",
+            rate=texts.percent(event.rate),
+            threshold=texts.percent(event.threshold),
+            count=event.count,
+            hours=event.window_hours,
+        )
+    return None
+
+
+async def tell_admins(bot: Bot, core: Core, event: Event) -> None:
+    """Admins hear how a retrain ended, of a backend that cannot answer and of a fine-tune that
+    needs them, each in their own language (their Telegram language, as the store last saw it).
+    Telegram out of reach (or asking to wait too long) for any admin is raised once all were
+    tried, so that the notice comes again later (to all of them); an admin Telegram refuses
+    (the bot blocked, no such chat) is skipped."""
+    if notice(event, "zh") is None:
         return
-    key = "retrain_promoted" if event.promoted else "retrain_rejected"
-    text = texts.t(key, "zh", id=event.candidate_version_id or "?", reason=event.reason)
     unreached: list[int] = []
-    for admin in admins:
+    for admin in core.settings.telegram.admins:
+        # Admins are always admitted: this reads the language their last update carried.
+        member = await core.merchants.admit(admin)
+        text = notice(event, texts.language(member.language))
+        assert text is not None
         try:
             await bot.send_message(admin, text)
         except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as error:
-            log.warning("could not tell admin %s that a retrain finished: %s", admin, error)
+            log.warning("could not tell admin %s of a %s: %s", admin, type(event).__name__, error)
             unreached.append(admin)
         except TelegramAPIError:
-            log.exception("Telegram refused to tell admin %s that a retrain finished", admin)
+            log.exception("Telegram refused to tell admin %s of a %s", admin, type(event).__name__)
     if unreached:
         raise TelegramUnreachable(f"admins {unreached} were not told")
 
 
 async def _subscribe_admins(bot: Bot, core: Core, dispatcher: Dispatcher) -> None:
-    dispatcher["unsubscribe_admins"] = core.notifications.subscribe(
-        partial(tell_admins, bot, core.settings.telegram.admins)
-    )
+    dispatcher["unsubscribe_admins"] = core.notifications.subscribe(partial(tell_admins, bot, core))
+
+
+async def _introduce(bot: Bot, core: Core, dispatcher: Dispatcher) -> None:
+    """In the background: a start must not wait on Telegram (it may be out of reach)."""
+    dispatcher["introducing"] = asyncio.create_task(introduce(bot, core.settings.telegram.admins))
+
+
+async def _stop_introducing(dispatcher: Dispatcher) -> None:
+    introducing = dispatcher.workflow_data.pop("introducing", None)
+    if introducing is not None:
+        introducing.cancel()
 
 
 async def _unsubscribe_admins(dispatcher: Dispatcher) -> None:

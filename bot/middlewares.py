@@ -1,14 +1,13 @@
-"""What every update goes through, outermost first: de-duplication, error replies, the per-user
-throttle, access control. And a session middleware that honours Telegram's 429 ``retry_after``."""
+"""What every update goes through, outermost first: de-duplication, error replies, the per-chat
+throttle (bot/throttle.py), access control. And a session middleware that honours Telegram's 429
+``retry_after``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
-import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -84,38 +83,6 @@ class ReplyOnError(BaseMiddleware):
         return None
 
 
-class Throttle(BaseMiddleware):
-    """At most ``limit`` updates per user in ``window_s`` seconds; the first one over the limit
-    gets a polite note, the rest are dropped quietly until the window frees up."""
-
-    def __init__(
-        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._limit = limit
-        self._window_s = window_s
-        self._clock = clock
-        self._hits: dict[int, deque[float]] = {}
-        self._warned: dict[int, float] = {}
-
-    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        assert isinstance(event, Update)
-        user: User | None = data.get("event_from_user")
-        if user is None:
-            return await handler(event, data)
-        now = self._clock()
-        hits = self._hits.setdefault(user.id, deque())
-        while hits and hits[0] <= now - self._window_s:
-            hits.popleft()
-        if len(hits) < self._limit:
-            hits.append(now)
-            return await handler(event, data)
-        if self._warned.get(user.id, -math.inf) < hits[0]:
-            self._warned[user.id] = now
-            seconds = math.ceil(hits[0] + self._window_s - now)
-            await reply(event, texts.t("throttled", data["lang"], seconds=seconds))
-        return None
-
-
 class Admission(BaseMiddleware):
     """Only admitted users get past; ``member`` is handed to the handlers. ``/start`` goes on
     to its handler, which admits with the invite code it may carry."""
@@ -129,9 +96,7 @@ class Admission(BaseMiddleware):
         if message is not None and message.text and _START.match(message.text):
             return await handler(event, data)
         core: Core = data["core"]
-        data["member"] = await asyncio.to_thread(
-            core.merchants.admit, user.id, language=user.language_code or ""
-        )
+        data["member"] = await core.merchants.admit(user.id, language=user.language_code or "")
         return await handler(event, data)
 
 

@@ -1,4 +1,8 @@
-"""Every word the bot says: Chinese first, English when the user's Telegram language is English."""
+"""Every word the bot says: Chinese first, English when the user's Telegram language is English.
+
+Past 300 lines: it is the bot's whole vocabulary, a table for each kind of text (replies, the
+fates of labels, error codes, the command menu), each text beside its translation.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +18,21 @@ Lang = Literal["zh", "en"]
 _TEXTS: dict[str, tuple[str, str]] = {
     "welcome": (
         "你好！我把外卖评论分成好评或差评。\n"
-        "直接发一条评论给我，或发一个 CSV/TXT 文件（每行一条，或 review 列）批量判断。\n"
+        "直接发一条评论给我；一条消息里有多行时，我会问你要不要逐行判断。\n"
+        "也可以发一个 CSV、TXT 或 Excel（.xlsx）文件批量判断（每行一条，或 review 列），"
+        "结果文件和你发的格式一样（TXT 的结果是 CSV）。\n"
         "判断不对就点按钮纠正；/stats 看统计，/queue 看模型最没把握的评论。",
         "Hi! I classify takeaway reviews as 好评 (positive) or 差评 (negative).\n"
-        "Send me a review, or a CSV/TXT file (one review a line, or a review column) for a batch.\n"
+        "Send me a review; when a message has several lines, I ask whether to judge each line.\n"
+        "Or send a CSV, TXT or Excel (.xlsx) file (one review a line, or a review column) for a "
+        "batch: the results come back in the same format (a CSV for a TXT).\n"
         "Tap a button to correct me; /stats for your numbers, /queue for the reviews I'm least "
         "sure about.",
     ),
     "welcome_admin": (
-        "管理员命令：/model 当前模型，/retrain 申请重新训练。",
-        "Admin commands: /model for the active model, /retrain to request a retrain.",
+        "管理员命令：/model 当前模型和它的报告图，/retrain 申请重新训练。",
+        "Admin commands: /model for the active model and its report, /retrain to request a "
+        "retrain.",
     ),
     "confidence": ("置信度 {percent}", "confidence {percent}"),
     "fallback": ("（备用模型）", "(fallback model)"),
@@ -35,17 +44,50 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "recorded": ("已记录，谢谢！", "Recorded, thank you!"),
     "undone": ("已撤销", "Undone"),
     "not_text": (
-        "请发一条文字评论，或一个 CSV/TXT 文件。",
-        "Please send a review as text, or a CSV/TXT file.",
+        "请发一条文字评论，或一个 CSV、TXT 或 XLSX 文件。",
+        "Please send a review as text, or a CSV, TXT or XLSX file.",
     ),
     "unknown_command": (
         "没有这个命令。发 /start 看看怎么用。",
         "I don't know that command. Send /start to see how to use me.",
     ),
-    "throttled": (
-        "消息太快啦，请稍等 {seconds} 秒再发。",
-        "That's a lot of messages — please wait {seconds} s and try again.",
+    "queued": (
+        "消息有点多：每 {window} 秒我最多处理 {limit} 条，后面的先排队，会按顺序逐条回复"
+        "（下一条大约 {seconds} 秒后）。",
+        "That's a lot of messages: I answer at most {limit} every {window} s, so the rest wait "
+        "in line and are answered in order (the next in about {seconds} s).",
     ),
+    "not_taken": (
+        "排队的消息已满（最多 {queue} 条），下面 {count} 条没有收下，也没有保存：",
+        "The line is full (at most {queue} messages), so these {count} were not taken, nor stored:",
+    ),
+    "not_taken_more": ("（续）没有收下的消息：", "(continued) Messages not taken:"),
+    "not_taken_hint": (
+        "请稍后再发这些消息；评论多的话，把它们放进一个 CSV、TXT 或 XLSX 文件（每行一条）"
+        "发给我，一次全部判断。",
+        "Send them again later; for many reviews, put them in a CSV, TXT or XLSX file (one a "
+        "line) and send me that: I classify a whole file at once.",
+    ),
+    "not_text_message": ("（一条非文字消息）", "(a message without text)"),
+    "press_throttled": (
+        "点得太快啦，请 {seconds} 秒后再点。",
+        "Too many taps: please try again in {seconds} s.",
+    ),
+    "lines_offer": (
+        "这条消息有 {count} 行。要把每一行当作一条评论分别判断吗？",
+        "This message has {count} lines. Shall I judge each line as a review of its own?",
+    ),
+    "button_lines": ("📋 逐行判断（{count} 条）", "📋 Each line ({count} reviews)"),
+    "button_whole": ("整条算一条评论", "The whole message is one review"),
+    "lines_chosen": (
+        "逐行判断这 {count} 条：",
+        "Judging the {count} lines one by one:",
+    ),
+    "lines_file": (
+        "逐行判断这 {count} 条：行数较多，结果放在文件里。",
+        "Judging the {count} lines one by one: that is many, so the results come as a file.",
+    ),
+    "whole_chosen": ("整条当作一条评论判断：", "Judging the whole message as one review:"),
     "batch_progress": ("正在处理 {name}：{done}/{total}", "Working on {name}: {done}/{total}"),
     "batch_interrupted": (
         "未完成：{name} 处理到 {done}/{total} 时出错，没有结果文件。请稍后重新发送这个文件"
@@ -84,6 +126,10 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "下面 {count} 条评论模型最没把握，请帮忙确认：",
         "These {count} reviews are the ones I'm least sure about — please check them:",
     ),
+    "model_report_missing": (
+        "（报告图暂时画不出来，已记录。）",
+        "(The report picture could not be drawn; it has been logged.)",
+    ),
     "model": (
         "当前模型 #{id}（{backend}：{ref}），{promoted} 上线。\n"
         "留出集：准确率 {accuracy}，macro-F1 {macro_f1}，校准误差 ECE {ece}。",
@@ -108,6 +154,42 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "retrain_rejected": (
         "重训完成：候选模型 #{id} 未上线。{reason}",
         "Retrain finished: candidate #{id} was rejected. {reason}",
+    ),
+    "backend_alert": (
+        "⚠️ {backend} 模型暂时无法使用，评论改由备用模型判断。{message}",
+        "⚠️ The {backend} model cannot answer for now; the fallback answers meanwhile. {message}",
+    ),
+    "finetune_refused": (
+        "⚠️ 智谱拒绝了微调任务 #{job}，不会自动重试：{reason}",
+        "⚠️ Zhipu refused fine-tune job #{job}; nothing retries it: {reason}",
+    ),
+    "finetune_failed": (
+        "⚠️ 智谱微调任务 #{job} 训练失败：{reason}",
+        "⚠️ Zhipu fine-tune job #{job} failed while training: {reason}",
+    ),
+    "finetune_paused": (
+        "⏸ 智谱微调暂停（任务 #{job}）：{reason}",
+        "⏸ Zhipu fine-tunes are paused (job #{job}): {reason}",
+    ),
+    "finetune_over_budget": (
+        "💰 智谱微调未发起，本月预算不够：{reason}",
+        "💰 No Zhipu fine-tune was launched: this month's budget would be passed. {reason}",
+    ),
+    "finetune_deploy": (
+        "🚀 智谱微调任务 #{job} 已完成，需先在智谱控制台部署才能调用：{reason}",
+        "🚀 Zhipu fine-tune job #{job} is done, and answers only once deployed: {reason}",
+    ),
+    "drift_correction_rate": (
+        "📈 商家 {tenant} 最近 {hours:g} 小时的 {count} 条标注中，{rate} 在纠正模型"
+        "（阈值 {threshold}）。可在 /admin 查看，或安排重训。",
+        "📈 Merchant {tenant} corrected {rate} of the model's verdicts in {count} labels over the "
+        "last {hours:g} hours (the threshold is {threshold}). See /admin, or ask for a retrain.",
+    ),
+    "drift_fallback_rate": (
+        "📉 最近 {hours:g} 小时的 {count} 条评论中，{rate} 由备用模型判断（阈值 {threshold}）。"
+        "请检查当前模型的后端。",
+        "📉 A fallback answered {rate} of {count} reviews over the last {hours:g} hours (the "
+        "threshold is {threshold}): check the active model's backend.",
     ),
     "apology": (
         "抱歉，出了点问题，我们已记录。请稍后再试。",
@@ -165,6 +247,29 @@ _FATES: dict[str, tuple[str, str]] = {
     ),
 }
 
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "start": ("开始使用，看看怎么用", "Start, and how to use me"),
+    "help": ("使用说明", "How to use me"),
+    "stats": ("我最近 7 天的评论统计", "Your reviews of the last 7 days"),
+    "queue": ("模型最没把握的评论，帮忙确认", "The reviews I'm least sure about"),
+}
+ADMIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "model": ("当前模型和它的报告图", "The active model and its report"),
+    "retrain": ("申请重新训练模型", "Request a retrain"),
+}
+
+DESCRIPTION = (
+    "我把外卖评论分成好评或差评。发一条评论，或一个 CSV、TXT、XLSX 文件批量判断；"
+    "判断不对点一下就能纠正，模型会从你的纠正中学习。仅对受邀商家开放。",
+    "I classify Chinese takeaway reviews as 好评 (positive) or 差评 (negative). Send a review, "
+    "or a CSV, TXT or XLSX file for a batch; tap to correct me, and the model learns from your "
+    "corrections. For invited merchants.",
+)
+SHORT_DESCRIPTION = (
+    "外卖评论好评/差评分类，点一下纠正，模型就会学。",
+    "Classifies takeaway reviews as positive or negative, and learns from your corrections.",
+)
+
 _ERRORS: dict[str, tuple[str, str]] = {
     "not_admitted": (
         "抱歉，这个机器人只对受邀商家开放。请向管理员索取邀请链接。",
@@ -197,8 +302,8 @@ _ERRORS: dict[str, tuple[str, str]] = {
         "No model is active yet; an admin needs to train one.",
     ),
     "file_type": (
-        "只接受 CSV 或 TXT 文件。",
-        "Only CSV or TXT files are accepted.",
+        "只接受 CSV、TXT 或 Excel（.xlsx）文件；旧版 .xls 请另存为 .xlsx 或 CSV。",
+        "Only CSV, TXT or Excel (.xlsx) files are accepted; save an old .xls as .xlsx or CSV.",
     ),
     "file_too_big": (
         "文件太大：最多 {max_mb:g} MB。",
@@ -213,21 +318,78 @@ _ERRORS: dict[str, tuple[str, str]] = {
         "I can't read the file's encoding; save it as UTF-8 or GBK and send it again.",
     ),
     "file_unreadable": (
-        "这不是一个能读的 CSV 文件。",
-        "This is not a readable CSV file.",
+        "这个文件读不出来：它不是有效的 CSV 或 Excel（.xlsx）文件。",
+        "I can't read this file: it is not a valid CSV or Excel (.xlsx) file.",
+    ),
+    "message_gone": (
+        "原来那条消息已经删除了，请重新发送评论。",
+        "The message this button belongs to was deleted; please send the reviews again.",
+    ),
+    "app_error": ("操作没有成功：{detail}", "That didn't work: {detail}"),
+    "data_error": (
+        "数据集文件有问题：{detail}",
+        "The dataset file has a problem: {detail}",
+    ),
+    "store_unavailable": (
+        "数据库暂时连不上，请稍后再试。",
+        "The database cannot be reached right now; please try again shortly.",
+    ),
+    "unauthenticated": (
+        "无法确认你的身份（缺少或无效的密钥）。",
+        "I could not tell who you are (a missing or invalid key).",
+    ),
+    "rate_limited": ("请求太多，请稍后再试。", "Too many requests; please try again later."),
+    "idempotency_conflict": (
+        "这个投递编号已经用于另一份内容；新的投递需要新的编号。",
+        "This delivery id was already used with another body; a new delivery needs a new id.",
+    ),
+    "gate_refused": (
+        "把关没有通过，模型没有上线：{detail}",
+        "The gate kept the model out, so it was not promoted: {detail}",
+    ),
+    "adapter_refused": (
+        "vLLM 拒绝了这个 LoRA 适配器，模型没有上线：{detail}",
+        "vLLM refused the LoRA adapter, so the model was not promoted: {detail}",
+    ),
+    "not_configured": (
+        "智谱没有配置好（检查 ZHIPU__API_KEY）：{detail}",
+        "Zhipu is not configured (check ZHIPU__API_KEY): {detail}",
+    ),
+    "over_budget": (
+        "超出预算，微调没有发起：{detail}",
+        "Over budget, so no fine-tune was launched: {detail}",
+    ),
+    "too_few_new_labels": (
+        "新标注太少，不值得再做一次微调：{detail}",
+        "Too few new labels to be worth another fine-tune: {detail}",
+    ),
+    "finetune_refused": (
+        "智谱拒绝了这个微调，重试也没用：{detail}",
+        "Zhipu refused the fine-tune, and would again: {detail}",
+    ),
+    "finetune_paused": (
+        "智谱微调暂停中（额度用完或账号被锁）：{detail}",
+        "Zhipu fine-tunes are paused (a used-up quota or a locked account): {detail}",
     ),
 }
-_UNKNOWN_ERROR = ("操作没有成功。", "That didn't work: {detail}")
 
 
 def lang_of(user: User | None) -> Lang:
-    code = (user.language_code or "") if user is not None else ""
+    return language((user.language_code or "") if user is not None else "")
+
+
+def language(code: str) -> Lang:
+    """English for a Telegram language code of English (``en``, ``en-GB``), else Chinese."""
     return "en" if code.lower().startswith("en") else "zh"
 
 
+def pick(pair: tuple[str, str], lang: Lang) -> str:
+    zh, en = pair
+    return en if lang == "en" else zh
+
+
 def t(key: str, lang: Lang, **params: object) -> str:
-    zh, en = _TEXTS[key]
-    return (en if lang == "en" else zh).format(**params)
+    return pick(_TEXTS[key], lang).format(**params)
 
 
 def fate(fate: Fate, lang: Lang) -> str:
@@ -239,8 +401,18 @@ def fate(fate: Fate, lang: Lang) -> str:
 def error(code: str, lang: Lang, *, detail: str, **limits: float) -> str:
     """A short reply for an AppError's code; ``detail`` is its (English) message, ``limits``
     the settings the texts mention (max_mb, max_chars, undo_minutes)."""
-    zh, en = _ERRORS.get(code, _UNKNOWN_ERROR)
-    return (en if lang == "en" else zh).format(detail=detail, **limits)
+    return pick(_ERRORS.get(code, _ERRORS["app_error"]), lang).format(detail=detail, **limits)
+
+
+def error_codes() -> frozenset[str]:
+    """The AppError codes that have a reply of their own."""
+    return frozenset(_ERRORS)
+
+
+def commands(lang: Lang, *, admin: bool = False) -> list[tuple[str, str]]:
+    """The "/" menu: (command, description), the admin commands after the others."""
+    menu = {**_COMMANDS, **ADMIN_COMMANDS} if admin else _COMMANDS
+    return [(command, pick(pair, lang)) for command, pair in menu.items()]
 
 
 def percent(value: float | None) -> str:
@@ -262,5 +434,9 @@ def label_name(label: Label, lang: Lang) -> str:
 
 def quoted(text: str, limit: int = 200) -> str:
     """A review on one line, shortened, in 「」."""
-    flat = " ".join(text.split())
-    return f"「{flat if len(flat) <= limit else flat[: limit - 1] + '…'}」"
+    return f"「{shortened(' '.join(text.split()), limit)}」"
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and ``…``."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

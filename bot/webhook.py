@@ -128,8 +128,7 @@ class TelegramWebhook:
             raise HTTPException(400, f"not a Telegram Update: {_first(error)}") from None
         if not 0 <= update.update_id <= MAX_UPDATE_ID:
             raise HTTPException(400, "not a Telegram Update: update_id is out of range")
-        updates = self.core.telegram_updates
-        claimed = await asyncio.to_thread(updates.claim, update.update_id, body.decode())
+        claimed = await self.core.telegram_updates.claim(update.update_id, body.decode())
         if not claimed:
             log.info("update %s was already taken; dropped", update.update_id)
             return JSONResponse({"status": "duplicate"})
@@ -140,15 +139,13 @@ class TelegramWebhook:
         """Handle again the updates that were taken (here or by another replica) but neither
         handled nor kept alive for ``stall_s``; how many this replica took."""
         updates = self.core.telegram_updates
-        stalled = await asyncio.to_thread(
-            updates.take_stalled, timedelta(seconds=self.stall_s), self.max_attempts
-        )
+        stalled = await updates.take_stalled(timedelta(seconds=self.stall_s), self.max_attempts)
         for each in stalled:
             try:
                 update = Update.model_validate_json(each.payload, context={"bot": self.bot})
             except ValidationError:
                 log.exception("stored update %s is not an Update; dropped", each.update_id)
-                await asyncio.to_thread(updates.handled, each.update_id)
+                await updates.handled(each.update_id)
                 continue
             log.warning("update %s was taken but never handled; handling it now", each.update_id)
             self._start(update)
@@ -180,7 +177,7 @@ class TelegramWebhook:
         finally:
             alive.cancel()
         try:
-            await asyncio.to_thread(self.core.telegram_updates.handled, update.update_id)
+            await self.core.telegram_updates.handled(update.update_id)
         except Exception:
             log.warning("could not mark update %s handled", update.update_id, exc_info=True)
 
@@ -188,7 +185,7 @@ class TelegramWebhook:
         while True:
             await asyncio.sleep(self.stall_s / 4)
             try:
-                await asyncio.to_thread(self.core.telegram_updates.touch, update_id)
+                await self.core.telegram_updates.touch(update_id)
             except Exception:
                 log.warning("could not keep update %s alive", update_id, exc_info=True)
 

@@ -8,7 +8,7 @@ from bot.handlers import admin, batch, feedback, reviews, start, stats
 
 
 def routers() -> list[Router]:
-    """In order of precedence: the reviews router takes any text the others leave."""
+    """In order of precedence: the reviews router takes any message or press the others leave."""
     return [
         start.router(),
         admin.router(),

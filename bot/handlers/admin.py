@@ -1,19 +1,25 @@
-"""Admins only: /model (the active model and its holdout metrics) and /retrain."""
+"""Admins only: /model (the active model's report picture, its holdout figures in the caption)
+and /retrain."""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.filters import Command
-from aiogram.types import Message
+from aiogram.types import BufferedInputFile, Message
 
 from bot import texts
+from bot.chat_action import ChatAction
 from core.access.merchants import Member
 from core.errors import PermissionDenied
-from core.models import registry
 from core.store.tables import ModelVersion, saved_id
 from core.wiring import Core
+
+log = logging.getLogger(__name__)
+
+MAX_CAPTION_CHARS = 1024
+"""Telegram's limit on a photo's caption."""
 
 
 def router() -> Router:
@@ -28,10 +34,24 @@ def _admin_only(member: Member) -> None:
         raise PermissionDenied(f"{member.actor} is not an admin", code="admins_only")
 
 
-async def show_model(message: Message, core: Core, member: Member, lang: texts.Lang) -> None:
+async def show_model(
+    message: Message, bot: Bot, core: Core, member: Member, lang: texts.Lang
+) -> None:
+    """The report picture with the figures as its caption; the figures alone (and a word why)
+    when the picture cannot be drawn."""
     _admin_only(member)
-    model = await asyncio.to_thread(registry.active, core.engine)
-    await message.answer(render_model(model, lang))
+    model = await core.models.active()
+    caption = texts.shortened(render_model(model, lang), MAX_CAPTION_CHARS)
+    try:
+        async with ChatAction(bot, message.chat.id, "upload_photo"):
+            picture = await core.reports.png(model.id)
+    except Exception:
+        log.exception("the report of model version %s could not be drawn", model.id)
+        await message.answer(f"{caption}\n{texts.t('model_report_missing', lang)}")
+        return
+    await message.answer_photo(
+        BufferedInputFile(picture, filename=f"model_{model.id}_report.png"), caption=caption
+    )
 
 
 def render_model(model: ModelVersion, lang: texts.Lang) -> str:

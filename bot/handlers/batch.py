@@ -1,4 +1,5 @@
-"""A document is a batch of reviews: progress in one edited message, then the results CSV."""
+"""A document (CSV, TXT or XLSX) is a batch of reviews: progress in one edited message, then the
+results file (an .xlsx for an .xlsx, else a CSV) with a summary."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile, Message
 
 from bot import texts
+from bot.chat_action import ChatAction
 from core.access.merchants import Member
 from core.classify.uploads import BatchReport
 from core.store.tables import Source
@@ -41,20 +43,26 @@ async def on_document(
         return buffer.read()
 
     try:
-        report = await core.batch.classify_file(
-            document.file_name or "",
-            fetch,
-            declared_size=document.file_size,
-            mime_type=document.mime_type,
-            source=Source.TELEGRAM,
-            tenant=member.tenant,
-            on_progress=progress.update,
-        )
+        async with ChatAction(bot, message.chat.id, "upload_document"):
+            report = await core.batch.classify_file(
+                document.file_name or "",
+                fetch,
+                declared_size=document.file_size,
+                mime_type=document.mime_type,
+                source=Source.TELEGRAM,
+                tenant=member.tenant,
+                on_progress=progress.update,
+            )
     except Exception:
         await progress.interrupted()
         raise
-    await message.answer_document(
-        BufferedInputFile(report.results_csv(), filename=report.results_name),
+    await send_results(message, report, lang)
+
+
+async def send_results(message: Message, report: BatchReport, lang: texts.Lang) -> None:
+    """The results file, in reply to ``message``, with the summary as its caption."""
+    await message.reply_document(
+        BufferedInputFile(report.results_file(), filename=report.results_name),
         caption=summary(report, lang),
     )
 

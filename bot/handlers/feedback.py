@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from aiogram import Bot, Router
@@ -18,7 +17,6 @@ from bot.keyboards import (
     undo_keyboard,
 )
 from core.access.merchants import Member
-from core.errors import InvalidInput
 from core.store.tables import LabelKind, Source, saved_id
 from core.wiring import Core
 from serving.base import Label
@@ -28,7 +26,6 @@ def router() -> Router:
     router = Router(name="feedback")
     router.callback_query.register(on_label, SignedPress(LabelPress))
     router.callback_query.register(on_undo, SignedPress(UndoPress))
-    router.callback_query.register(on_unknown)
     return router
 
 
@@ -43,8 +40,7 @@ async def on_label(
     lang: texts.Lang,
 ) -> None:
     """✅ or ❌: a label of the verdict, with what became of it, and an undo button."""
-    labelled = await asyncio.to_thread(
-        core.feedback.record,
+    labelled = await core.feedback.record(
         press.review,
         Label(press.label),
         actor=member.principal.actor,
@@ -77,8 +73,7 @@ async def on_undo(
     lang: texts.Lang,
 ) -> None:
     """↩: the label is revoked and the verdict's buttons come back."""
-    event = await asyncio.to_thread(
-        core.feedback.revoke,
+    event = await core.feedback.revoke(
         press.event,
         actor=None if member.is_admin else member.principal.actor,
         tenant=member.principal.scope,
@@ -98,11 +93,6 @@ async def on_undo(
             lang=lang,
         )
     await _show(bot, message, None, relabel)
-
-
-async def on_unknown(callback: CallbackQuery) -> None:
-    """Data that is no button of ours."""
-    raise InvalidInput("unknown button data", code="bad_button")
 
 
 async def _show(

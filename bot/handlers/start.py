@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiogram import Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import Message
@@ -23,11 +21,8 @@ def router() -> Router:
 async def start(message: Message, command: CommandObject, core: Core, lang: texts.Lang) -> None:
     user = message.from_user
     assert user is not None
-    member = await asyncio.to_thread(
-        core.merchants.admit,
-        user.id,
-        language=user.language_code or "",
-        invite_code=command.args,
+    member = await core.merchants.admit(
+        user.id, language=user.language_code or "", invite_code=command.args
     )
     await message.answer(welcome(member, lang))
 

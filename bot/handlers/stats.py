@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from aiogram import Router
@@ -12,7 +11,6 @@ from aiogram.types import Message
 from bot import texts
 from bot.keyboards import ButtonSigner, label_keyboard
 from core.access.merchants import Member, Overview
-from core.classify import reviews
 from core.store.tables import saved_id, utcnow
 from core.wiring import Core
 from serving.base import Label
@@ -29,7 +27,7 @@ def router() -> Router:
 
 
 async def show_stats(message: Message, core: Core, member: Member, lang: texts.Lang) -> None:
-    overview = await asyncio.to_thread(core.merchants.overview, member, days=QUEUE_DAYS)
+    overview = await core.merchants.overview(member, days=QUEUE_DAYS)
     await message.answer(render_overview(overview, lang))
 
 
@@ -56,9 +54,7 @@ def render_overview(overview: Overview, lang: texts.Lang) -> str:
 async def show_queue(
     message: Message, core: Core, member: Member, buttons: ButtonSigner, lang: texts.Lang
 ) -> None:
-    records = await asyncio.to_thread(
-        reviews.least_confident,
-        core.engine,
+    records = await core.reviews.least_confident(
         tenant=member.tenant,
         since=utcnow() - timedelta(days=QUEUE_DAYS),
         limit=QUEUE_SIZE,

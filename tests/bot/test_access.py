@@ -50,7 +50,8 @@ async def test_invite_mode_admits_one_user_per_code(start_bot):
 async def test_admins_are_always_admitted_and_told_their_commands(start_bot):
     live = await start_bot(access="invite")
     welcome = await live.say(ADMIN, "/start")
-    assert "管理员命令：/model 当前模型，/retrain 申请重新训练。" in welcome.params["text"]
+    admin_commands = "管理员命令：/model 当前模型和它的报告图，/retrain 申请重新训练。"
+    assert admin_commands in welcome.params["text"]
     assert (await live.say(ADMIN, REVIEW)).params["text"].startswith("好评 👍")
 
 

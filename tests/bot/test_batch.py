@@ -83,7 +83,16 @@ async def test_a_gbk_csv_without_header_and_a_txt_with_bom(start_bot):
 @pytest.mark.parametrize(
     ("name", "content", "reply"),
     [
-        ("menu.xlsx", b"PK\x03\x04 a spreadsheet", "只接受 CSV 或 TXT 文件。"),
+        (
+            "menu.xls",
+            b"\xd0\xcf\x11\xe0 an old spreadsheet",
+            "只接受 CSV、TXT 或 Excel（.xlsx）文件；旧版 .xls 请另存为 .xlsx 或 CSV。",
+        ),
+        (
+            "menu.xlsx",
+            b"PK\x03\x04 not a workbook",
+            "这个文件读不出来：它不是有效的 CSV 或 Excel（.xlsx）文件。",
+        ),
         (
             "reviews.csv",
             b"review\n\xff\xfe\x00\x01binary",
@@ -106,7 +115,7 @@ async def test_bad_files_get_a_clear_message_and_store_nothing(start_bot, name, 
     assert answer.params["text"] == reply
     assert merchant_reviews(live.core) == []
     assert live.server.calls_of("sendDocument") == []
-    if name in ("menu.xlsx", "big.csv"):
+    if name in ("menu.xls", "big.csv"):
         assert live.server.calls_of("getFile") == [], "refused before downloading"
 
 

@@ -104,7 +104,7 @@ async def test_what_is_not_a_review(feed, telegram):
     await feed(message=message(location={"latitude": 31.2, "longitude": 121.5}))
     await feed(message=message("/frobnicate"))
     assert [c.params["text"] for c in telegram.calls_of("sendMessage")] == [
-        "请发一条文字评论，或一个 CSV/TXT 文件。",
+        "请发一条文字评论，或一个 CSV、TXT 或 XLSX 文件。",
         "没有这个命令。发 /start 看看怎么用。",
     ]
 

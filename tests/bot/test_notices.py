@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from core.store.outbox import RetrainFinished
+from core.store.outbox import BackendAlert, RetrainFinished
 from core.wiring import Core
 from tests.bot.conftest import ADMIN, LiveBot, LiveWebhook
 from tests.fakes.telegram_server import FakeTelegram
@@ -62,3 +62,14 @@ async def test_a_notice_telegram_did_not_take_is_sent_again(
     calls = live.server.calls_of("sendMessage", chat_id=ADMIN["id"])
     assert [c.status for c in calls] == [429, 200]
     assert notices(live.server) == [NOTICE]
+
+
+async def test_the_admins_hear_of_a_backend_that_cannot_answer(
+    start_bot: Callable[..., Awaitable[LiveBot]], make_core: Callable[..., Core]
+):
+    live = await start_bot(notify_poll_s=0.05)
+    mark = live.server.mark()
+    quota = "zhipu:glm-4-flash cannot answer: Zhipu answered 429 (code 1308: ...)."
+    await make_core().notifications.publish(BackendAlert("zhipu", quota))
+    notice = await live.next("sendMessage", ADMIN["id"], after=mark)
+    assert notice.params["text"] == f"⚠️ zhipu 模型暂时无法使用，评论改由备用模型判断。{quota}"

@@ -1,5 +1,5 @@
-"""Scenarios: throttling, Telegram's 429, a failing backend, an unexpected error; admin commands
-and the retrain notice."""
+"""Scenarios: Telegram's 429, a failing backend, an unexpected error; admin commands and the
+retrain notice. (The throttle: test_throttle.py.)"""
 
 from __future__ import annotations
 
@@ -24,24 +24,6 @@ def reviews_of(core, person) -> int:
     with Session(core.engine) as session:
         tenant = f"telegram:{person['id']}"
         return len(session.exec(select(Review).where(col(Review.tenant) == tenant)).all())
-
-
-async def test_a_user_over_the_limit_gets_one_polite_note(start_bot):
-    live = await start_bot(throttle_messages=3, throttle_window_s=60)
-    mark = live.server.mark()
-    for n in range(5):
-        await live.server.send_text(MERCHANT, f"{REVIEW}（第 {n} 次）")
-    replies = await live.collect("sendMessage", MERCHANT["id"], 4, after=mark)
-    texts = [c.params["text"] for c in replies]
-    assert sum(t.startswith("差评") for t in texts) == 3
-    notes = [t for t in texts if t.startswith("消息太快啦，请稍等 ")]
-    assert len(notes) == 1
-    assert notes[0].endswith(" 秒再发。")
-    # The fifth message is dropped quietly: once its update is confirmed, nothing more came.
-    await live.server.wait_for("getUpdates", lambda c: c.params.get("offset", 0) > 5, after=mark)
-    await asyncio.sleep(0.2)
-    assert len(live.server.calls_of("sendMessage", chat_id=MERCHANT["id"])) == 4
-    assert reviews_of(live.core, MERCHANT) == 3
 
 
 async def test_a_429_is_waited_out_and_the_send_retried(start_bot):
@@ -99,9 +81,18 @@ async def test_an_unexpected_error_gets_an_apology_and_polling_goes_on(start_bot
 async def test_admin_commands(start_bot):
     live = await start_bot()
     model = registry.active(live.core.engine)
-    shown = (await live.say(ADMIN, "/model")).params["text"]
-    assert shown.startswith(f"当前模型 #{model.id}（local：{model.model_ref}），")
-    assert f"准确率 {model.metrics['accuracy']:.4f}" in shown
+    mark = live.server.mark()
+    await live.server.send_text(ADMIN, "/model")
+    report = await live.next("sendPhoto", ADMIN["id"], after=mark)
+    caption = report.params["caption"]
+    assert caption.startswith(f"当前模型 #{model.id}（local：{model.model_ref}），")
+    assert f"准确率 {model.metrics['accuracy']:.4f}" in caption
+    (picture,) = report.result["photo"]
+    assert (picture["width"], picture["height"]) == (1200, 900)
+    _, content = live.server.files[picture["file_id"]]
+    assert content == await live.core.reports.png(model.id), "the active version's report"
+    uploading = live.server.calls_of("sendChatAction", chat_id=ADMIN["id"], action="upload_photo")
+    assert uploading and uploading[0].at <= report.at
 
     assert (await live.say(MERCHANT, "/model")).params["text"] == "这个命令只对管理员开放。"
     assert (await live.say(MERCHANT, "/retrain")).params["text"] == "这个命令只对管理员开放。"

@@ -61,9 +61,9 @@ async def start_sweeping(
         yield start
 
 
-def taken_and_left(core: Core, update: dict[str, Any]) -> None:
+async def taken_and_left(core: Core, update: dict[str, Any]) -> None:
     """A replica takes ``update`` (Telegram has its 200) and dies before handling it."""
-    assert core.telegram_updates.claim(update["update_id"], json.dumps(update))
+    assert await core.telegram_updates.claim(update["update_id"], json.dumps(update))
 
 
 def stored(engine: Engine, update: dict[str, Any]) -> TelegramUpdate:
@@ -93,7 +93,7 @@ async def test_an_update_whose_replica_died_is_handled_by_another_replicas_sweep
     telegram: FakeTelegram,
 ):
     update = telegram.text_update(MERCHANT, REVIEW)
-    taken_and_left(make_core(**webhook_settings()), update)
+    await taken_and_left(make_core(**webhook_settings()), update)
     live = await start_sweeping()
     reply = await telegram.wait_for("sendMessage", to(MERCHANT))
     assert reply.params["text"].startswith("差评 👎")
@@ -125,7 +125,7 @@ async def test_replicas_sweeping_at_once_handle_each_stalled_update_once(
     people = [user(4000 + n) for n in range(6)]
     try:
         for person in people:
-            taken_and_left(cores[0], telegram.text_update(person, "/start"))
+            await taken_and_left(cores[0], telegram.text_update(person, "/start"))
         await asyncio.gather(*(start_sweeping(core) for core in cores[1:]))
         for person in people:
             await telegram.wait_for("sendMessage", to(person))

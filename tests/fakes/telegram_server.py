@@ -2,11 +2,17 @@
 
 It implements getMe, getUpdates (long polling with offsets; 409 Conflict while a webhook is
 set, as Telegram does), sendMessage, editMessageText, editMessageReplyMarkup,
-answerCallbackQuery, sendDocument (multipart), getFile, setWebhook, deleteWebhook,
-getWebhookInfo and the file download path ``/file/bot<token>/<path>``; records every call; and
-lets a test play the users: messages, button presses (whose message carries a real, non-zero
-date: ``"date": 0`` parses as an inaccessible message), documents, and 429s with
+answerCallbackQuery, sendDocument and sendPhoto (multipart; a photo must be a PNG),
+sendChatAction, setMyCommands, setMyDescription, setMyShortDescription, getFile, setWebhook,
+deleteWebhook, getWebhookInfo and the file download path ``/file/bot<token>/<path>``, with
+Telegram's limits on lengths (a text, a caption, a command, a description); records every
+call; and lets a test play the users: messages, button presses (whose message carries a real,
+non-zero date: ``"date": 0`` parses as an inaccessible message; a bot message sent in reply
+carries the message it replies to, as Telegram's do), documents, and 429s with
 ``retry_after``. In webhook mode a test posts the updates itself (``text_update`` builds one).
+
+Past 300 lines: one server, with every method the bot calls beside the users a test plays and
+the views of what the bot did; split, each part would need the others' state.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,8 +41,36 @@ INT_FIELDS = {
     "reply_to_message_id",
     "max_connections",
 }
-JSON_FIELDS = {"reply_markup", "allowed_updates", "reply_parameters", "entities"}
+JSON_FIELDS = {
+    "reply_markup",
+    "allowed_updates",
+    "reply_parameters",
+    "entities",
+    "commands",
+    "scope",
+}
 BOOL_FIELDS = {"show_alert", "disable_notification", "drop_pending_updates"}
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+CHAT_ACTIONS = {
+    "typing",
+    "upload_photo",
+    "record_video",
+    "upload_video",
+    "record_voice",
+    "upload_voice",
+    "upload_document",
+    "choose_sticker",
+    "find_location",
+    "record_video_note",
+    "upload_video_note",
+}
+COMMAND = re.compile(r"[a-z0-9_]{1,32}")
+MIME_TYPES = {
+    "csv": "text/csv",
+    "txt": "text/plain",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
 
 
 @dataclass
@@ -80,6 +116,10 @@ class FakeTelegram:
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.webhook: dict[str, Any] | None = None
         """The parameters of the last setWebhook (None: no webhook, polling works)."""
+        self.commands: dict[tuple[str, str], list[dict[str, str]]] = {}
+        """(scope as JSON, language code or "") → the "/" menu set for it."""
+        self.descriptions: dict[tuple[str, str], str] = {}
+        """("description" or "short_description", language code or "") → the text."""
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
@@ -173,14 +213,72 @@ class FakeTelegram:
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
 
     async def _m_sendmessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        text = params.get("text", "")
+        if not text.strip():
+            raise _BadRequest("message text is empty")
+        if len(text) > MAX_TEXT:
+            raise _BadRequest("message is too long")
         markup = params.get("reply_markup")
-        return self._bot_message(params["chat_id"], text=params["text"], reply_markup=markup)
+        return self._bot_message(params["chat_id"], params, text=text, reply_markup=markup)
 
     async def _m_senddocument(self, params: dict[str, Any]) -> dict[str, Any]:
-        name, content = params["_files"][params["document"].removeprefix("attach://")]
-        document = self._store_file(name, content, "text/csv")
-        extra = {"caption": params["caption"]} if "caption" in params else {}
-        return self._bot_message(params["chat_id"], document=document, **extra)
+        name, content = self._upload(params, "document")
+        mime_type = MIME_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+        document = self._store_file(name, content, mime_type)
+        return self._bot_message(params["chat_id"], params, document=document, **_caption(params))
+
+    async def _m_sendphoto(self, params: dict[str, Any]) -> dict[str, Any]:
+        name, content = self._upload(params, "photo")
+        width, height = _picture_size(content)
+        stored = self._store_file(name, content, "image/png")
+        photo = [
+            {
+                "file_id": stored["file_id"],
+                "file_unique_id": stored["file_unique_id"],
+                "width": width,
+                "height": height,
+                "file_size": len(content),
+            }
+        ]
+        return self._bot_message(params["chat_id"], params, photo=photo, **_caption(params))
+
+    async def _m_sendchataction(self, params: dict[str, Any]) -> bool:
+        if params.get("action") not in CHAT_ACTIONS:
+            raise _BadRequest("wrong parameter action in request")
+        return True
+
+    async def _m_setmycommands(self, params: dict[str, Any]) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list) or len(commands) > 100:
+            raise _BadRequest("commands must be a list of at most 100")
+        for command in commands:
+            if not COMMAND.fullmatch(command.get("command", "")):
+                raise _BadRequest(f"BOT_COMMAND_INVALID: {command.get('command')!r}")
+            if not 1 <= len(command.get("description", "")) <= 256:
+                raise _BadRequest("command description must be 1-256 characters")
+        scope = json.dumps(params.get("scope", {"type": "default"}), sort_keys=True)
+        self.commands[(scope, params.get("language_code", ""))] = commands
+        return True
+
+    async def _m_setmydescription(self, params: dict[str, Any]) -> bool:
+        return self._describe("description", params, 512)
+
+    async def _m_setmyshortdescription(self, params: dict[str, Any]) -> bool:
+        return self._describe("short_description", params, 120)
+
+    def _describe(self, kind: str, params: dict[str, Any], limit: int) -> bool:
+        text = params.get(kind, "")
+        if len(text) > limit:
+            raise _BadRequest(f"{kind} is longer than {limit} characters")
+        self.descriptions[(kind, params.get("language_code", ""))] = text
+        return True
+
+    def _upload(self, params: dict[str, Any], field: str) -> tuple[str, bytes]:
+        attached = str(params.get(field, "")).removeprefix("attach://")
+        if attached not in params["_files"]:
+            raise _BadRequest(f"there is no {field} in the request")
+        name, content = params["_files"][attached]
+        return str(name), bytes(content)
 
     async def _m_editmessagetext(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._message(params)
@@ -250,7 +348,7 @@ class FakeTelegram:
         self.messages[(message["chat"]["id"], message["message_id"])] = updated
         return updated
 
-    def _bot_message(self, chat_id: int, **content: Any) -> dict[str, Any]:
+    def _bot_message(self, chat_id: int, params: dict[str, Any], **content: Any) -> dict[str, Any]:
         private = {"id": chat_id, "type": "private", "first_name": "商家"}
         message = {
             "message_id": next(self._message_ids),
@@ -259,6 +357,15 @@ class FakeTelegram:
             "from": self.me,
             **{k: v for k, v in content.items() if v is not None},
         }
+        reply = params.get("reply_parameters") or {}
+        replied = reply.get("message_id") or params.get("reply_to_message_id")
+        if replied is not None and (chat_id, replied) in self.messages:
+            original = self.messages[(chat_id, replied)]
+            message["reply_to_message"] = {
+                k: v for k, v in original.items() if k != "reply_to_message"
+            }
+        elif replied is not None and not reply.get("allow_sending_without_reply"):
+            raise _BadRequest("message to be replied not found")
         self.messages[(chat_id, message["message_id"])] = message
         return message
 
@@ -332,13 +439,15 @@ class FakeTelegram:
     def _user_message(
         self, person: dict[str, Any], chat: dict[str, Any] | None, **content: Any
     ) -> dict[str, Any]:
-        return {
+        message = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": chat or private_chat(person),
             "from": person,
             **content,
         }
+        self.messages[(message["chat"]["id"], message["message_id"])] = message
+        return message
 
     # -- looking at what the bot did ---------------------------------------------------------
 
@@ -376,6 +485,15 @@ class FakeTelegram:
         assert call is not None
         return call
 
+    def menu(self, language_code: str = "", chat_id: int | None = None) -> list[str]:
+        """The commands of the "/" menu set for a language ("" the default) and a scope (the
+        default one, or a chat's)."""
+        scope: dict[str, Any] = {"type": "default"}
+        if chat_id is not None:
+            scope = {"type": "chat", "chat_id": chat_id}
+        commands = self.commands.get((json.dumps(scope, sort_keys=True), language_code), [])
+        return [c["command"] for c in commands]
+
     def sent(self, chat_id: int) -> list[dict[str, Any]]:
         """The bot's messages in a chat as they are now, oldest first."""
         return [
@@ -391,6 +509,22 @@ class _BadRequest(Exception):
 
 class _Conflict(Exception):
     pass
+
+
+def _caption(params: dict[str, Any]) -> dict[str, str]:
+    if "caption" not in params:
+        return {}
+    if len(params["caption"]) > MAX_CAPTION:
+        raise _BadRequest("message caption is too long")
+    return {"caption": params["caption"]}
+
+
+def _picture_size(content: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, from its header; anything else is refused."""
+    if not (content.startswith(b"\x89PNG\r\n\x1a\n") and content[12:16] == b"IHDR"):
+        raise _BadRequest("IMAGE_PROCESS_FAILED")
+    width, height = struct.unpack(">II", content[16:24])
+    return int(width), int(height)
 
 
 def _error(status: int, description: str) -> tuple[int, dict[str, Any]]:
