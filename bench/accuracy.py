@@ -19,11 +19,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
 from bench.store import fresh_core
+from core.labels.resolve import training_set
 from core.models import registry
 from core.models.dataset import load_split
 from core.store.tables import Split
 from retrain.cycle import run_cycle
-from retrain.resolve import training_set
 from retrain.trainers.local import fit
 from serving.local import LocalClassifier
 

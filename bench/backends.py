@@ -25,7 +25,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from serving.base import Label
+from serving.base import Label, Verdict
 from serving.prompt import chat_messages
 from serving.zhipu import ZhipuClassifier, label_of
 from tests.conftest import DATASET
@@ -70,7 +70,9 @@ def control(base_url: str) -> str:
     return base_url.split("/api/")[0] + "/_fake"
 
 
-def sdk_in_threads(base_url: str, texts: list[str], concurrency: int) -> tuple[float, list[Label]]:
+def sdk_in_threads(
+    base_url: str, texts: list[str], concurrency: int
+) -> tuple[float, list[Label | None]]:
     classifier = ZhipuClassifier(
         DEMO_API_KEY,
         "glm-4-flash",
@@ -84,7 +86,8 @@ def sdk_in_threads(base_url: str, texts: list[str], concurrency: int) -> tuple[f
     try:
         started = time.perf_counter()
         verdicts = asyncio.run(classifier.classify(texts))
-        return len(texts) / (time.perf_counter() - started), [v.label for v in verdicts]
+        labels = [v.label if isinstance(v, Verdict) else None for v in verdicts]  # None: declined
+        return len(texts) / (time.perf_counter() - started), labels
     finally:
         classifier.close()
 

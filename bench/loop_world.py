@@ -38,7 +38,7 @@ from core.store.tables import (
 from core.wiring import Core
 from retrain.cycle import run_cycle
 from retrain.trainers.local import read_snapshot
-from serving.base import Label
+from serving.base import Label, Verdict
 from tests.support.loopback import served_in_thread
 
 OTHER_DOMAINS = Path("../shared/data/online_shopping_fruit_clothes.csv")
@@ -186,8 +186,7 @@ class Merchant:
 
     async def label(self, items: Sequence[tuple[Seen, Label]], actors: Sequence[str]) -> None:
         for seen, said in items:
-            await asyncio.to_thread(
-                self._core.feedback.record,
+            await self._core.feedback.record(
                 seen.review_id,
                 said,
                 actor=self.tenant,
@@ -233,8 +232,11 @@ class World:
         else:
             active = await asyncio.to_thread(registry.active, self.core.engine)
             classifier = self.core.backends.for_version(active)
-        verdicts = await classifier.classify([text for text, _ in rows])
-        return sum(v.label == y for v, (_, y) in zip(verdicts, rows, strict=True)) / len(rows)
+        answers = await classifier.classify([text for text, _ in rows])
+        right = [
+            isinstance(a, Verdict) and a.label == y for a, (_, y) in zip(answers, rows, strict=True)
+        ]
+        return sum(right) / len(rows)
 
 
 @asynccontextmanager

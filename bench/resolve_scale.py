@@ -1,4 +1,4 @@
-"""Label resolution at scale: ``retrain.resolve.training_set`` on PostgreSQL with 1,000,000
+"""Label resolution at scale: ``core.labels.resolve.training_set`` on PostgreSQL with 1,000,000
 reviews and as many human label events (the targets: under 60 s and under 2 GiB).
 
 A new database on the PostgreSQL server at 127.0.0.1:5432 (dropped afterwards unless
@@ -175,7 +175,7 @@ def build(engine: Engine, n: int, seed: int = 7) -> dict[str, float]:
 
 def resolve_only(url: str) -> None:
     """Resolve once in this process and print what it took, as one JSON line."""
-    from retrain.resolve import training_set
+    from core.labels.resolve import training_set
 
     engine = make_engine(DBSettings(url=url))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

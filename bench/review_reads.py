@@ -31,11 +31,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, text
 
+from bench.store import empty_core
 from core.classify import reviews
-from core.config import DataSettings, DBSettings, LocalModelSettings, Settings
+from core.classify.stats import stats
 from core.store.tables import ClientRole
-from core.wiring import Core
-from migrations import upgrade_schema
 
 console = Console()
 TENANTS, LABELLED_SHARE, TARGET_MS = 200, 0.1, 5.0
@@ -137,15 +136,7 @@ def measure(
     from api.main import create_app
     from tests.support.loopback import served_in_thread
 
-    settings = Settings(
-        _env_file=None,
-        db=DBSettings(url=url),
-        data=DataSettings(dir=root / "data"),
-        local=LocalModelSettings(dir=root / "models"),
-    )
-    settings.api.rate_limit = "1000000/second"
-    core = Core(settings)
-    upgrade_schema(core.engine)
+    core = empty_core(url, root)
     start = time.perf_counter()
     fill(core.engine, tables)
     built = time.perf_counter() - start
@@ -172,8 +163,8 @@ def measure(
     figures["core.classify.reviews.page (50)"] = timed(
         lambda: reviews.page(core.engine, tenant=tenant), max(20, reads // 20)
     )
-    figures["core.classify.reviews.stats (a tenant)"] = timed(
-        lambda: reviews.stats(core.engine, tenant=tenant), 10
+    figures["core.classify.stats.stats (a tenant)"] = timed(
+        lambda: stats(core.engine, tenant=tenant), 10
     )
     core.engine.dispose()
     return figures

@@ -29,6 +29,7 @@ from tests.deploy.stack import (
     named_volumes,
     option,
 )
+from tests.deploy.test_image import dockerfile_stages
 
 
 def test_the_compose_file_is_a_compose_spec_file_with_the_expected_services():
@@ -36,12 +37,13 @@ def test_the_compose_file_is_a_compose_spec_file_with_the_expected_services():
     assert set(COMPOSE) - {"name", "services", "volumes", "networks", "configs", "secrets"} <= {
         key for key in COMPOSE if key.startswith("x-")
     }
-    assert {"api", "bot", "worker", "migrate", "postgres", "vllm"} <= set(SERVICES)
-    assert APP_SERVICES == ["api", "bot", "migrate", "worker"]
+    assert {"api", "bot", "worker", "migrate", "postgres", "vllm", "trainer"} <= set(SERVICES)
+    assert APP_SERVICES == ["api", "bot", "migrate", "trainer", "worker"]
     assert SERVICES["api"]["deploy"]["replicas"] == 2
     assert "ports" not in SERVICES["api"], "replicas cannot share a published host port"
     assert SERVICES["bot"]["profiles"] == ["polling"]
     assert SERVICES["vllm"]["profiles"] == ["gpu"]
+    assert SERVICES["trainer"]["profiles"] == ["gpu"]
     assert SERVICES["postgres"]["image"].startswith("postgres:16")
     assert SERVICES["vllm"]["image"].startswith("vllm/vllm-openai:")
 
@@ -49,7 +51,8 @@ def test_the_compose_file_is_a_compose_spec_file_with_the_expected_services():
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_each_app_service_runs_a_real_waimai_command(name: str):
     service = SERVICES[name]
-    assert service["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+    build = {"context": "..", "dockerfile": "docker/Dockerfile"}
+    assert service["build"] == (build | {"target": "trainer"} if name == "trainer" else build)
     assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
     assert service["env_file"] == "../.env"
     assert_real_command(command(service), parse=True)
@@ -60,6 +63,7 @@ def test_the_roles_are_the_commands_asked_for():
     assert option(command(SERVICES["api"]), "--host") == "0.0.0.0"
     assert command(SERVICES["bot"]) == ["bot"]
     assert command(SERVICES["worker"]) == ["worker"]
+    assert command(SERVICES["trainer"]) == ["worker"]
     assert command(SERVICES["migrate"]) == ["db", "upgrade"]
     assert SERVICES["migrate"]["restart"] == "no"
 
@@ -125,10 +129,28 @@ def test_the_adapter_volume_is_where_the_vllm_settings_say():
     volume = worker[env["VLLM__ADAPTER_DIR"]]
     assert volume in COMPOSE["volumes"]
     assert server[env["VLLM__SERVER_ADAPTER_DIR"]] == volume
+    assert mounts(SERVICES["trainer"])[env["VLLM__ADAPTER_DIR"]] == volume, "it writes them"
     assert all(
         environment(SERVICES[n])["VLLM__SERVER_ADAPTER_DIR"] == "/adapters"
-        for n in ("api", "worker")
+        for n in ("api", "worker", "trainer")
     )
+
+
+def test_the_trainer_is_the_worker_built_with_cuda_torch_on_a_gpu():
+    trainer, worker = SERVICES["trainer"], SERVICES["worker"]
+    assert trainer["build"]["target"] in dockerfile_stages()
+    assert trainer["image"] != worker["image"], "the app image stays without torch"
+    assert environment(trainer) == environment(worker), "the same settings and places"
+    assert "RETRAIN__BACKEND" not in environment(trainer), "RETRAIN__BACKEND comes from .env"
+    assert {t: s for t, s in mounts(trainer).items() if s != "trainer-cache"} == mounts(worker)
+    cache = next(t for t, s in mounts(trainer).items() if s == "trainer-cache")
+    assert "HF_HOME=" + cache in " ".join(dockerfile_stages()["trainer"]["ENV"])
+    for same in ("stop_grace_period", "healthcheck", "expose", "depends_on"):
+        assert trainer.get(same) == worker.get(same), same
+    [gpu] = trainer["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia"
+    assert gpu["capabilities"] == ["gpu"]
+    assert len(gpu["device_ids"]) == 1, "one GPU, chosen with TRAINER_GPU"
 
 
 def test_the_models_the_worker_trains_are_the_ones_the_api_and_bot_load():
@@ -158,7 +180,7 @@ def test_depends_on_names_real_services_and_waits_for_them():
                 "service_healthy",
                 "service_completed_successfully",
             }
-    for name in ("api", "bot", "worker"):
+    for name in ("api", "bot", "worker", "trainer"):
         assert SERVICES[name]["depends_on"] == {
             "postgres": {"condition": "service_healthy"},
             "migrate": {"condition": "service_completed_successfully"},

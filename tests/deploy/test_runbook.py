@@ -1,4 +1,4 @@
-"""Every command README.md's Deployment section gives is a real one."""
+"""Every command the deployment runbook (docs/deployment.md) gives is a real one."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from tests.deploy.stack import APP_SERVICES, REPO, SERVICES, assert_real_command
 
 
 def runbook() -> str:
-    """The Deployment section of README.md."""
-    readme = (REPO / "README.md").read_text()
-    section = re.search(r"^## Deployment\n.*?(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL)
-    assert section is not None, "README.md has no Deployment section"
-    return section[0]
+    """docs/deployment.md, the runbook."""
+    return (REPO / "docs" / "deployment.md").read_text()
 
 
 VALUE_FLAGS = {"-f", "--file", "--env-file", "-p", "--project-name", "--profile", "-e", "--env"}
