@@ -1,4 +1,7 @@
-"""All settings in one place: environment variables (``SECTION__NAME``) and an optional ``.env``."""
+"""All settings in one place: environment variables (``SECTION__NAME``) and an optional ``.env``.
+
+Past 300 lines because it is that one place: every setting, its default and what it means.
+"""
 
 from __future__ import annotations
 

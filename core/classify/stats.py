@@ -7,6 +7,9 @@ from its day tables and counts the rest live: the part of a day after ``since``,
 since the rollup's watermark (the start of the day it ran). A label given today to a review of
 an earlier day therefore shows in that day's counts after the next rollup. Without a rollup
 (no worker has run one), everything is counted live.
+
+Past 300 lines: the live counts and the rollup are built from the same two queries, kept here
+side by side so that they cannot drift apart.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ token a character) is cut. The content filter refuses a review containing ``FILT
 one that does not exist 400 with code 1211.
 
 Run it as a local demo: ``python -m tests.fakes.zhipu_server`` (``--help`` for the options).
+
+Past 300 lines: one fake of one API; the jobs and batches live in their own modules.
 """
 
 from __future__ import annotations
