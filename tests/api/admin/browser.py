@@ -19,7 +19,7 @@ CHROMIUM = Path(os.environ.get("WAIMAI_CHROMIUM", "/usr/bin/chromium"))
 def why_no_browser() -> str | None:
     """Why the browser cannot run here, or None when it can."""
     if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed (make browser: pip install -e '.[browser]')"
+        return "playwright is not installed (make install: pip install -e '.[dev]')"
     if not CHROMIUM.is_file():
         return f"chromium is not at {CHROMIUM} (make browser: apt-get install chromium, as root)"
     return None
