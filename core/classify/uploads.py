@@ -32,6 +32,7 @@ from serving.base import Label
 
 XLSX = ".xlsx"
 SUFFIXES = (".csv", ".txt", XLSX)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 MIME_TYPES = {
     "text/csv": ".csv",
     "text/comma-separated-values": ".csv",
@@ -95,14 +96,16 @@ class BatchReport:
         return self.results_xlsx() if self.suffix == XLSX else self.results_csv()
 
     def results_csv(self) -> bytes:
-        """review, label, label_zh, confidence; UTF-8 with a BOM so that Excel reads it."""
+        """review, label, label_zh, confidence; UTF-8 with a BOM so that Excel reads it. A review
+        that a spreadsheet would take for a formula (it starts with ``=``, ``+``, ``-``, ``@``, a
+        tab or a carriage return) is written after a ``'``, as OWASP advises for CSV files."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(RESULT_COLUMNS)
         for r in self.results:
             confidence = "" if r.verdict.confidence is None else f"{r.verdict.confidence:.4f}"
             label = r.verdict.label
-            writer.writerow([r.text, label.api_name, label.zh, confidence])
+            writer.writerow([_inert(r.text), label.api_name, label.zh, confidence])
         return out.getvalue().encode("utf-8-sig")
 
     def results_xlsx(self) -> bytes:
@@ -221,6 +224,10 @@ def parse_reviews(content: bytes, suffix: str, max_text_chars: int) -> ParsedFil
     if not rows:
         raise InvalidInput("the file has no usable review", code="file_no_reviews")
     return ParsedFile(rows, skipped, encoding)
+
+
+def _inert(text: str) -> str:
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
 def _csv_table(text: str) -> list[list[str]]:

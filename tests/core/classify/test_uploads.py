@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 
 import pytest
@@ -104,6 +105,17 @@ def test_chunks_report_progress_and_the_results_csv(core: Core):
     assert stored(core) == 3
     classify_file(core, "a.csv", content)
     assert stored(core) == 3, "the same file again reuses its reviews"
+
+
+def test_a_review_a_spreadsheet_would_run_is_written_inert_in_the_results_csv(core: Core):
+    content = "review\n=HYPERLINK(A1) 好吃\n+86 送得快\n@老板 太咸了\n好吃\n".encode()
+    lines = classify_file(core, "a.csv", content).results_csv().decode("utf-8-sig").splitlines()
+    assert [next(csv.reader([line]))[0] for line in lines[1:]] == [
+        "'=HYPERLINK(A1) 好吃",
+        "'+86 送得快",
+        "'@老板 太咸了",
+        "好吃",
+    ]
 
 
 def workbook(*rows: tuple[object, ...], formulas: bool = False) -> bytes:
