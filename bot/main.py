@@ -174,10 +174,9 @@ async def tell_admins(bot: Bot, core: Core, event: Event) -> None:
     if notice(event, "zh") is None:
         return
     unreached: list[int] = []
+    languages = await core.merchants.languages(core.settings.telegram.admins)
     for admin in core.settings.telegram.admins:
-        # Admins are always admitted: this reads the language their last update carried.
-        member = await core.merchants.admit(admin)
-        text = notice(event, texts.language(member.language))
+        text = notice(event, texts.language(languages[admin]))
         assert text is not None
         try:
             await bot.send_message(admin, text)

@@ -4,13 +4,14 @@ overview. Admins come from the settings and are always admitted."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from core.access.principal import Principal
 from core.classify.stats import Stats, stats
@@ -79,6 +80,18 @@ class MerchantService:
         return await run_store_work(
             self._engine, partial(self._admit, telegram_id, language, invite_code)
         )
+
+    async def languages(self, telegram_ids: Sequence[int]) -> dict[int, str]:
+        """The Telegram language each of these users last wrote in ("" if never seen)."""
+        return await run_store_work(self._engine, partial(self._languages, telegram_ids))
+
+    def _languages(self, telegram_ids: Sequence[int]) -> dict[int, str]:
+        with Session(self._engine) as session:
+            users = session.exec(
+                select(TelegramUser).where(col(TelegramUser.telegram_id).in_(telegram_ids))
+            ).all()
+        known = {user.telegram_id: user.language for user in users}
+        return {telegram_id: known.get(telegram_id, "") for telegram_id in telegram_ids}
 
     def _admit(self, telegram_id: int, language: str, invite_code: str | None) -> Member:
         try:

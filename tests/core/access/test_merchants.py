@@ -99,3 +99,10 @@ async def test_overview_counts_only_the_members_reviews(core, service):
     assert overview.stats.reviews == 2
     assert overview.model is not None
     assert overview.model.metrics["accuracy"] > 0.9
+
+
+async def test_languages_are_read_without_admitting_anyone(core: Core, service):
+    merchants = service("open", admins=[1])
+    await merchants.admit(2, language="en-US")
+    assert await merchants.languages([1, 2, 3]) == {1: "", 2: "en-US", 3: ""}
+    assert [u.telegram_id for u in users(core)] == [2]
