@@ -27,6 +27,7 @@ class RequestMetrics:
             return
         started = time.perf_counter()
         status = 500
+        outer = scope.get("root_path", "")
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -37,8 +38,10 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            labels = (scope["method"], route, str(status))
+            route = getattr(scope.get("route"), "path", None)
+            # A mounted app (the operator page) routes below its mount, which it adds to root_path.
+            mount = scope.get("root_path", "")[len(outer) :]
+            labels = (scope["method"], mount + route if route else "unmatched", str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
 

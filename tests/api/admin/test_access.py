@@ -57,6 +57,8 @@ async def test_an_admin_key_works_as_a_bearer_header(browser_like, root, core):
     page = await browser_like.get("/admin/", headers=root.headers)
     assert page.status_code == 200
     assert f'id="version-{registry.active(core.engine).id}"' in page.text
+    metrics = (await browser_like.get("/metrics")).text
+    assert 'waimai_http_requests_total{method="GET",route="/admin/",status="200"} 1.0' in metrics
 
 
 async def test_a_login_is_a_signed_secure_cookie_for_the_page_only(browser_like, app, root, core):
