@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from scipy.stats import binomtest
@@ -57,6 +57,8 @@ class Decision:
     """Holdout rows the candidate gets right and the active model wrong (McNemar's b)."""
     active_only_right: int = 0
     p_value: float | None = None
+    active_version_id: int | None = None
+    """The version the candidate was compared with."""
 
 
 def compare(
@@ -126,7 +128,8 @@ class Gate:
             decision = Decision(True, "no model was active", _accuracy(labels, answers), None)
         else:
             active_answers = await classify_all(self._backends.for_version(active), texts)
-            decision = compare(labels, answers, active_answers, self._rules)
+            compared = compare(labels, answers, active_answers, self._rules)
+            decision = replace(compared, active_version_id=active.id)
         figures = version.metrics | metrics(labels, answers) | {"gate": asdict(decision)}
         return decision, figures
 
@@ -138,6 +141,8 @@ class Gate:
         version = await self._versions.get(version_id)
         if version.status == ModelStatus.ACTIVE:
             raise Conflict(f"model version {version_id} is already active")
+        if not force:
+            await self._refuse_again(version)
         await self.canaries(version)
         if force:
             forced = {"by": by, "at": utcnow().isoformat(), "status_before": str(version.status)}
@@ -162,6 +167,22 @@ class Gate:
         return await self._versions.promote(
             version_id, f"promoted by {by}: {decision.reason}", figures
         )
+
+    async def _refuse_again(self, version: ModelVersion) -> None:
+        """A version the gate already refused against the version active now is refused at once
+        with that decision: judging it again would give the same answer, after classifying the
+        holdout twice (hours through a remote backend's batch queue)."""
+        decision = version.metrics.get("gate") or {}
+        if decision.get("promote") is not False:
+            return
+        active = await self._versions.active_or_none()
+        if active is not None and decision.get("active_version_id") == active.id:
+            raise Conflict(
+                f"the gate keeps model version {version.id} out: {decision['reason']} "
+                f"(judged against version {active.id}, active still; force overrides the gate, "
+                "and is recorded)",
+                code=GATE_REFUSED,
+            )
 
     async def canaries(self, version: ModelVersion) -> list[Verdict]:
         """The version's verdicts on the canary reviews. A backend that refuses the version (a

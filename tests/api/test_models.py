@@ -1,3 +1,5 @@
+import shutil
+
 from core.models import registry
 from core.store.tables import ModelStatus, ModelVersion, saved_id
 from core.wiring import Core
@@ -87,6 +89,15 @@ async def test_a_version_the_gate_keeps_out_is_refused_with_its_reason(http, cor
     rejected = registry.get(core.engine, saved_id(worse))
     assert rejected.status == ModelStatus.REJECTED
     assert rejected.metrics["gate"]["promote"] is False
+    assert rejected.metrics["gate"]["active_version_id"] == active.id
+
+    # Asked again while the same version is active: refused at once, without judging it again
+    # (its model is gone, so judging it, or even asking it the canaries, would fail).
+    shutil.rmtree(core.settings.local.dir / worse.model_ref)
+    again = await http.post(f"/v1/models/{worse.id}/promote", headers=root.headers)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "gate_refused"
+    assert f"judged against version {active.id}" in again.json()["error"]["message"]
 
 
 async def test_forcing_past_the_gate_is_an_explicit_choice_and_is_recorded(http, core, root):
