@@ -240,14 +240,20 @@ class ZhipuClassifier:
         parsing costs ~9 ms of CPU per answer (a new pydantic TypeAdapter per field) and would
         cap the whole pool at ~100 answers/s under the GIL."""
         raw = self._client.chat.completions.create(
-            model=self._model,
-            messages=chat_messages(text),
-            do_sample=False,
-            max_tokens=self._max_tokens,
+            **self._question(text),
             extra_headers={RAW_RESPONSE_HEADER: "true"},
             extra_body=self._extra_body,
         )
         return raw.http_response.json()
+
+    def _question(self, text: str) -> dict[str, Any]:
+        """What one review's request asks, the same one by one and in a batch."""
+        return {
+            "model": self._model,
+            "messages": chat_messages(text),
+            "do_sample": False,
+            "max_tokens": self._max_tokens,
+        }
 
     def _failed(self, error: BackendError) -> BackendError:
         if isinstance(error, (Refused, AccountPaused)):
@@ -305,13 +311,7 @@ class ZhipuClassifier:
         self.raise_if_refused()
 
         def body(text: str) -> dict[str, Any]:
-            return {
-                "model": self._model,
-                "messages": chat_messages(text),
-                "do_sample": False,
-                "max_tokens": self._max_tokens,
-                **(self._extra_body or {}),
-            }
+            return self._question(text) | (self._extra_body or {})
 
         return await classify_in_batch(
             self._client,
