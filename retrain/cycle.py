@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from core.models.gate import Decision
 from core.store.tables import ModelStatus, ModelVersion, TenantView, saved_id
 from core.wiring import Core
-from retrain import promotion, views
+from retrain import views
 from retrain.snapshot import snapshot_for
 from retrain.trainers import local
 from retrain.trainers.zhipu import ZhipuFineTunes
@@ -66,7 +66,7 @@ async def run_cycle(core: Core, backend: str | None = None, *, force: bool = Fal
         from retrain.trainers import lora  # torch and peft: imported only when training LoRA
 
         candidate = await lora.train(core, snapshot, incremental=True)
-        await promotion.load_candidate(core, candidate)
+        await core.gate.canaries(candidate)  # the server loads the adapter and answers
     elif backend == "local":
         candidate = await local.train(core, snapshot)
     else:

@@ -191,7 +191,7 @@ class Gate:
         classifier = self._backends.for_version(version)
         try:
             await classifier.probe()
-            return answered_all(await classifier.classify(CANARY_REVIEWS))
+            return _answered_all(await classifier.classify(CANARY_REVIEWS))
         except BackendConfigError as refusal:
             reason = f"{version.backend} refused model version {version.id}: {refusal}"
             if version.status == ModelStatus.CANDIDATE:
@@ -203,7 +203,7 @@ class Gate:
             ) from error
 
 
-def answered_all(answers: Sequence[Answer]) -> list[Verdict]:
+def _answered_all(answers: Sequence[Answer]) -> list[Verdict]:
     """The verdicts, or BackendError if the backend declined any."""
     verdicts = [a for a in answers if isinstance(a, Verdict)]
     if len(verdicts) != len(answers):
